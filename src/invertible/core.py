@@ -1,0 +1,380 @@
+"""The two contracts every model is built from: :class:`Transform` and :class:`Flow`.
+
+Direction convention (see ``MODELS.md``), used everywhere in this library:
+
+* ``forward`` is the **generative** direction, z → x. :meth:`Flow.sample` runs it.
+* ``inverse`` is the **normalizing** direction, x → z. :meth:`Flow.log_prob` runs it.
+
+Each direction returns ``(output, log_abs_det)`` where ``log_abs_det`` is the log-absolute
+determinant of the Jacobian *of the direction that ran*, one number per sample (shape
+``[batch]``). Hence ``inverse(x)[1] == -forward(inverse(x)[0])[1]``.
+
+Inputs are validated once, at the entry points of :class:`Flow` (shapes, dtypes, context,
+non-finite values), by :func:`check_input`; transforms themselves stay lean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Compose",
+    "Distribution",
+    "Flow",
+    "Inverse",
+    "Transform",
+    "check_input",
+    "validation",
+]
+
+_VALIDATE = True
+
+
+class validation:  # lower case: used like a function, ``with validation(False): ...``
+    """Switch input validation of :class:`Flow` on or off (on by default).
+
+    Validation checks shapes, dtypes and finiteness of inputs; the finiteness check reads
+    the whole batch, which on a GPU forces a synchronisation. Turn it off in tight loops
+    once the data pipeline is known to be clean.
+
+    Example:
+        >>> import invertible
+        >>> with invertible.validation(False):
+        ...     pass
+        >>> invertible.validation.enabled()
+        True
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        global _VALIDATE
+        self._previous = _VALIDATE
+        _VALIDATE = enabled
+
+    def __enter__(self) -> validation:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        global _VALIDATE
+        _VALIDATE = self._previous
+
+    @staticmethod
+    def enabled() -> bool:
+        return _VALIDATE
+
+
+def _shape_str(shape: Iterable[int | str]) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def check_input(
+    name: str,
+    value: Tensor,
+    event_shape: Sequence[int],
+    *,
+    what: str = "input",
+    check_finite: bool = True,
+) -> None:
+    """Validate a batch ``value`` of events of shape ``event_shape``.
+
+    Raises ``TypeError``/``ValueError`` with a message that names the argument, the expected
+    and the received shape, and how to fix it. Used by :class:`Flow` for data and context.
+
+    Example:
+        >>> import torch
+        >>> check_input("x", torch.zeros(4, 3), (2,))
+        Traceback (most recent call last):
+        ...
+        ValueError: x: expected shape [batch, 2], got [4, 3] ...
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    expected = ("batch", *event_shape)
+    if value.dim() != len(expected) or tuple(value.shape[1:]) != tuple(event_shape):
+        hint = ""
+        if value.dim() == len(event_shape) and tuple(value.shape) == tuple(event_shape):
+            hint = f"; a single {what} needs a batch dimension: use {name}.unsqueeze(0)"
+        elif value.dim() == 1 and len(event_shape) == 1:
+            hint = f"; a batch of scalars needs a feature dimension: use {name}.unsqueeze(-1)"
+        raise ValueError(
+            f"{name}: expected shape {_shape_str(expected)}, got {_shape_str(value.shape)} "
+            f"(the model was built for {what}s of shape {_shape_str(event_shape)}){hint}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got {value.dtype}; "
+            f"convert with {name}.float()"
+        )
+    if check_finite and _VALIDATE and value.numel() > 0:
+        finite = torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            rows = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise ValueError(
+                f"{name}: {len(bad)} of {value.shape[0]} rows contain NaN or inf "
+                f"(rows {rows}); remove or impute them before calling the flow"
+            )
+
+
+class Transform(nn.Module):
+    """An invertible map between a latent z and a data point x.
+
+    Subclasses implement both directions, each returning the output and the
+    log-absolute-determinant of the Jacobian of *that* direction, of shape ``[batch]``:
+
+    * ``forward(z, context=None) -> (x, log|det ∂x/∂z|)``: generative direction;
+    * ``inverse(x, context=None) -> (z, log|det ∂z/∂x|)``: normalizing direction.
+
+    Each subclass's docstring says which direction is one parallel pass and which is
+    sequential. ``context`` carries conditioning features (``[batch, context_features]``);
+    transforms that are not conditional ignore it.
+
+    Example:
+        >>> import torch, invertible
+        >>> t = invertible.Rescaling(3)
+        >>> x, ladj = t(torch.randn(5, 3))
+        >>> ladj.shape
+        torch.Size([5])
+        >>> z, ladj_inv = t.inverse(x)
+        >>> torch.allclose(ladj_inv, -ladj)
+        True
+    """
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverted(self) -> Transform:
+        """This transform with its two directions swapped."""
+        return Inverse(self)
+
+
+class Inverse(Transform):
+    """The inverse of a transform: ``forward`` runs ``transform.inverse`` and vice versa.
+
+    Its parallel and sequential directions are those of the wrapped transform, swapped.
+
+    Args:
+        transform: the transform to invert.
+
+    Example:
+        >>> import torch, invertible
+        >>> t = invertible.Rescaling(2)
+        >>> _ = torch.nn.init.constant_(t.log_scale, 1.0)
+        >>> x, ladj = invertible.Inverse(t)(torch.ones(1, 2))
+        >>> ladj
+        tensor([-2.0000], grad_fn=<...>)
+    """
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(z, context)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.forward(x, context)
+
+    def inverted(self) -> Transform:
+        return self.transform
+
+
+class Compose(Transform):
+    """A chain of transforms, listed in the generative order (the first one receives z).
+
+    ``forward`` applies ``t_1, ..., t_K`` to z; ``inverse`` applies their inverses in the
+    reverse order to x. Log-determinants add up. Each direction is parallel if every member
+    is parallel in that direction.
+
+    Args:
+        transforms: the transforms, first applied to z first.
+
+    Example:
+        >>> import torch, invertible
+        >>> t = invertible.Compose([invertible.Rescaling(2), invertible.Reverse(2)])
+        >>> x, ladj = t(torch.randn(4, 2))
+        >>> z, ladj_inv = t.inverse(x)
+        >>> torch.allclose(ladj, -ladj_inv)
+        True
+    """
+
+    def __init__(self, transforms: Iterable[Transform]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = z.new_zeros(z.shape[0])
+        for transform in self.transforms:
+            z, ladj = transform(z, context)
+            total = total + ladj
+        return z, total
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for transform in reversed(self.transforms):
+            x, ladj = transform.inverse(x, context)
+            total = total + ladj
+        return x, total
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, index: int) -> Transform:
+        return self.transforms[index]  # type: ignore[return-value]
+
+
+@runtime_checkable
+class Distribution(Protocol):
+    """What :class:`Flow` needs of a base distribution (an ``nn.Module``).
+
+    ``log_prob(z, context) -> [batch]``; ``rsample(n, context) -> [n, *event_shape]``
+    (reparameterised: gradients reach the distribution's parameters); ``event_shape``.
+    """
+
+    event_shape: tuple[int, ...]
+
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor: ...
+
+    def rsample(self, n: int, context: Tensor | None = None) -> Tensor: ...
+
+
+class Flow(nn.Module):
+    r"""A normalizing flow: a base density p_Z and an invertible map f: z → x.
+
+    .. math:: \log p_X(x) = \log p_Z(f^{-1}(x)) + \log |\det \partial f^{-1}/\partial x|
+
+    ``log_prob`` runs the transform's ``inverse`` (x → z); ``sample`` runs its ``forward``
+    (z → x). Which of them is one parallel pass depends on the transform (see its docstring).
+    Moving the flow with ``.to(device)`` or ``.to(dtype)`` moves everything: base
+    distributions keep their constants in buffers.
+
+    Presets (:class:`~invertible.NICE`, :class:`~invertible.RealNVP`, ``MAF``, ``IAF``, ...)
+    are subclasses that record their constructor arguments in ``self.config`` so that a
+    checkpoint can rebuild them from JSON.
+
+    Args:
+        transform: the map z → x.
+        base: the base distribution of z.
+        context_features: number of conditioning features (0 for an unconditional flow).
+
+    Example:
+        >>> import torch, invertible
+        >>> flow = invertible.Flow(invertible.Rescaling(2), invertible.StandardNormal(2))
+        >>> flow.log_prob(torch.zeros(3, 2))
+        tensor([-1.8379, -1.8379, -1.8379], grad_fn=<AddBackward0>)
+        >>> flow.sample(4).shape
+        torch.Size([4, 2])
+    """
+
+    registry: ClassVar[dict[str, type[Flow]]] = {}
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Flow.registry[cls.__name__] = cls
+
+    def __init__(self, transform: Transform, base: nn.Module, *, context_features: int = 0) -> None:
+        super().__init__()
+        self.transform = transform
+        self.base = base
+        self.context_features = context_features
+        self.config = {}
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.base.event_shape)
+
+    @property
+    def features(self) -> int:
+        """Number of scalar dimensions of one event (D)."""
+        return math.prod(self.event_shape)
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_context(self, context: Tensor | None, batch: int | None) -> Tensor | None:
+        if self.context_features == 0:
+            if context is not None:
+                raise ValueError(
+                    "context: this flow is unconditional (context_features=0) but a context "
+                    "was given; build the flow with context_features=C to condition it"
+                )
+            return None
+        if context is None:
+            raise ValueError(
+                f"context: this flow is conditional and needs a context of shape "
+                f"[batch, {self.context_features}]"
+            )
+        if context.dim() == 1 and batch is not None:
+            context = context.unsqueeze(0)
+        if batch is not None and context.dim() == 2 and context.shape[0] == 1 and batch != 1:
+            context = context.expand(batch, -1)
+        check_input("context", context, (self.context_features,), what="context")
+        if batch is not None and context.shape[0] != batch:
+            raise ValueError(
+                f"context: expected {batch} rows (one per sample), got {context.shape[0]}"
+            )
+        return context
+
+    def _check_n(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n: expected a non-negative int number of samples, got {n!r}")
+
+    def _check_x(self, x: Tensor) -> None:
+        check_input("x", x, self.event_shape, what="data point")
+        dtype = self._dtype()
+        if dtype is not None and x.dtype != dtype:
+            raise TypeError(
+                f"x: dtype {x.dtype} does not match the flow's {dtype}; "
+                f"use x.to({dtype}) or flow.to({x.dtype})"
+            )
+
+    def _dtype(self) -> torch.dtype | None:
+        for tensor in self.parameters():
+            return tensor.dtype
+        for tensor in self.buffers():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return None
+
+    # -- the public API --------------------------------------------------------------------
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each row of ``x`` (shape ``[batch]``), via the inverse x → z."""
+        self._check_x(x)
+        context = self._check_context(context, x.shape[0])
+        z, ladj = self.transform.inverse(x, context)
+        return self.base.log_prob(z, context) + ladj
+
+    def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterised samples (gradients flow to the parameters), via z → x."""
+        self._check_n(n)
+        context = self._check_context(context, n)
+        z = self.base.rsample(n, context)
+        return self.transform(z, context)[0]
+
+    @torch.no_grad()
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` samples of shape ``[n, *event_shape]``, without gradients."""
+        return self.rsample(n, context)
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` reparameterised samples and their log-density, from one z → x pass.
+
+        ``log p(x) = log p_Z(z) - log|det ∂x/∂z|``: no inversion is needed, so for flows
+        whose forward is parallel (IAF, couplings) this costs one pass.
+        """
+        self._check_n(n)
+        context = self._check_context(context, n)
+        z = self.base.rsample(n, context)
+        log_pz = self.base.log_prob(z, context)
+        x, ladj = self.transform(z, context)
+        return x, log_pz - ladj
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Same as :meth:`log_prob`, so that ``nn.Module`` hooks and DDP wrap the density."""
+        return self.log_prob(x, context)

@@ -1,0 +1,59 @@
+"""Plain multi-layer perceptrons, the conditioners of coupling layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Sequential):
+    """A fully connected network ``in_features → hidden_features... → out_features``.
+
+    The last layer starts at zero (``zero_init=True``), so a coupling or autoregressive
+    layer built on it starts as the identity map (nflows #50): training begins from the
+    base distribution instead of a random, possibly badly scaled, transform.
+
+    Args:
+        in_features: input width (conditioning features plus context features).
+        out_features: output width.
+        hidden_features: widths of the hidden layers.
+        activation: hidden nonlinearity (a module class); ReLU as in NICE and MAF.
+        zero_init: zero the last layer's weight and bias.
+
+    Example:
+        >>> import torch
+        >>> net = MLP(3, 4, hidden_features=(8, 8))
+        >>> net(torch.randn(2, 3))
+        tensor([[0., 0., 0., 0.],
+                [0., 0., 0., 0.]], grad_fn=<AddmmBackward0>)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_features: Sequence[int] = (256, 256),
+        *,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+        zero_init: bool = True,
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_features
+        for hidden in hidden_features:
+            layers += [nn.Linear(width, hidden), activation()]
+            width = hidden
+        last = nn.Linear(width, out_features)
+        if zero_init:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+        super().__init__(*layers)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if context is not None:
+            x = torch.cat([x, context], dim=-1)
+        return super().forward(x)

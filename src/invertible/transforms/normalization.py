@@ -1,0 +1,167 @@
+"""Per-feature affine layers: NICE's rescaling, ActNorm and batch normalization as flows.
+
+All three act on dimension 1 (features of a vector, or channels of an image
+``[batch, C, H, W]``), share one parameter per feature across the remaining dimensions,
+and are one parallel pass in both directions. The log-determinant counts every element:
+per-feature terms times the number of positions per feature (H·W for images).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from invertible.core import Transform
+
+__all__ = ["ActNorm", "BatchNorm", "Rescaling"]
+
+
+def _broadcast(param: Tensor, like: Tensor) -> Tensor:
+    """View a per-feature ``[C]`` tensor so it broadcasts over ``like`` = ``[B, C, ...]``."""
+    return param.view(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _positions(values: Tensor) -> int:
+    """Number of elements per feature in one sample (1 for vectors, H·W for images)."""
+    return math.prod(values.shape[2:])
+
+
+def _reduce_dims(values: Tensor) -> list[int]:
+    return [0, *range(2, values.dim())]
+
+
+class Rescaling(Transform):
+    r"""NICE's diagonal scaling layer: x = z ⊙ exp(s), log|det ∂x/∂z| = Σ_i s_i.
+
+    Without it NICE is volume preserving and cannot match data of another scale. Both
+    directions are one parallel pass. Dinh et al., *NICE*, 2014, section 3.3.
+    ``s`` starts at zero (the identity).
+
+    Args:
+        features: number of features (or channels) along dimension 1.
+
+    Example:
+        >>> import torch
+        >>> layer = Rescaling(2)
+        >>> layer(torch.ones(1, 2))
+        (tensor([[1., 1.]], grad_fn=<MulBackward0>), tensor([0.], grad_fn=<MulBackward0>))
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(features))
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = z * _broadcast(self.log_scale, z).exp()
+        return x, self.log_scale.sum().expand(z.shape[0]) * _positions(z)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z = x * _broadcast(-self.log_scale, x).exp()
+        return z, -self.log_scale.sum().expand(x.shape[0]) * _positions(x)
+
+
+class ActNorm(Transform):
+    r"""Activation normalization (Glow): x = z ⊙ exp(s) + b, log|det ∂x/∂z| = Σ_i s_i.
+
+    Data-dependent initialisation: on the first ``inverse`` call in training mode, ``b`` and
+    ``s`` are set so that the normalized batch has zero mean and unit variance per feature.
+    The ``initialized`` flag is a buffer, so a loaded checkpoint is not re-initialised.
+    Both directions are one parallel pass. Kingma & Dhariwal, *Glow*, NeurIPS 2018, §3.1.
+
+    Args:
+        features: number of features (or channels) along dimension 1.
+
+    Example:
+        >>> import torch
+        >>> layer = ActNorm(2)
+        >>> z, _ = layer.inverse(torch.randn(100, 2) * 3 + 1)
+        >>> bool(z.mean(0).abs().max() < 1e-5)
+        True
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(features))
+        self.log_scale = nn.Parameter(torch.zeros(features))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        dims = _reduce_dims(x)
+        std, mean = torch.std_mean(x, dim=dims)
+        self.shift.copy_(mean)
+        self.log_scale.copy_(std.clamp_min(1e-6).log())
+        self.initialized.fill_(True)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = z * _broadcast(self.log_scale, z).exp() + _broadcast(self.shift, z)
+        return x, self.log_scale.sum().expand(z.shape[0]) * _positions(z)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.training and not bool(self.initialized) and x.shape[0] > 1:
+            self._initialize(x)
+        z = (x - _broadcast(self.shift, x)) * _broadcast(-self.log_scale, x).exp()
+        return z, -self.log_scale.sum().expand(x.shape[0]) * _positions(x)
+
+
+class BatchNorm(Transform):
+    r"""Batch normalization as a flow layer (RealNVP §3.7, MAF §3.4 semantics).
+
+    Normalizing direction (x → z): z = (x − m) / √(v + ε) ⊙ exp(γ) + β, with
+    log|det ∂z/∂x| = Σ_i (γ_i − ½ log(v_i + ε)). In training mode m, v are the batch
+    statistics of x (the running averages are updated); in eval mode, the running averages.
+    The generative direction (z → x) inverts the map with the running averages, the only
+    statistics available when sampling; so in training mode ``inverse`` and ``forward`` use
+    different statistics, and the exact round trip holds in eval mode. Both directions are
+    one parallel pass.
+
+    Args:
+        features: number of features (or channels) along dimension 1.
+        momentum: weight of the current batch in the running averages.
+        eps: added to the variance.
+
+    Example:
+        >>> import torch
+        >>> layer = BatchNorm(2)
+        >>> z, ladj = layer.inverse(torch.randn(64, 2) * 5)
+        >>> bool(z.std(0).sub(1).abs().max() < 0.05)
+        True
+    """
+
+    def __init__(self, features: int, *, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.log_gamma = nn.Parameter(torch.zeros(features))
+        self.beta = nn.Parameter(torch.zeros(features))
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+
+    def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.training:
+            return self.running_mean, self.running_var
+        var, mean = torch.var_mean(x, dim=_reduce_dims(x), unbiased=False)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach(), self.momentum)
+        return mean, var
+
+    def _log_det_inverse(self, var: Tensor, values: Tensor) -> Tensor:
+        per_feature = self.log_gamma - 0.5 * (var + self.eps).log()
+        return per_feature.sum().expand(values.shape[0]) * _positions(values)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mean, var = self._statistics(x)
+        scale = self.log_gamma.exp() * (var + self.eps).rsqrt()
+        z = (x - _broadcast(mean, x)) * _broadcast(scale, x) + _broadcast(self.beta, x)
+        return z, self._log_det_inverse(var, x)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mean, var = self.running_mean, self.running_var
+        scale = (-self.log_gamma).exp() * (var + self.eps).sqrt()
+        x = (z - _broadcast(self.beta, z)) * _broadcast(scale, z) + _broadcast(mean, z)
+        return x, -self._log_det_inverse(var, z)
+
+    def extra_repr(self) -> str:
+        return f"features={self.beta.numel()}, momentum={self.momentum}, eps={self.eps}"

@@ -159,3 +159,20 @@ def test_presets_are_registered_with_json_config() -> None:
 def test_coupling_needs_two_features() -> None:
     with pytest.raises(ValueError, match="at least 2 features"):
         inv.AffineCoupling(1)
+
+
+def test_chunked_sampling_and_log_prob_match_unchunked() -> None:
+    flow = inv.RealNVP(3, num_layers=2, hidden_features=(8,), context_features=1).eval()
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    context = torch.randn(10, 1)
+    torch.manual_seed(5)
+    whole = flow.sample(10, context)
+    torch.manual_seed(5)
+    chunked = flow.sample(10, context, chunk_size=3)
+    assert chunked.shape == (10, 3)
+    torch.testing.assert_close(
+        flow.log_prob_chunked(whole, context, chunk_size=4), flow.log_prob(whole, context).detach()
+    )
+    assert torch.isfinite(chunked).all()

@@ -358,9 +358,54 @@ class Flow(nn.Module):
         return self.transform(z, context)[0]
 
     @torch.no_grad()
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """``n`` samples of shape ``[n, *event_shape]``, without gradients."""
-        return self.rsample(n, context)
+    def sample(
+        self, n: int, context: Tensor | None = None, *, chunk_size: int | None = None
+    ) -> Tensor:
+        """``n`` samples of shape ``[n, *event_shape]``, without gradients.
+
+        With ``chunk_size``, samples are drawn ``chunk_size`` at a time, so peak memory stays
+        bounded however large ``n`` is (only the output grows).
+        """
+        if chunk_size is None or n <= chunk_size:
+            return self.rsample(n, context)
+        self._check_n(n)
+        context = self._check_context(context, n)
+        chunks = []
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            chunks.append(
+                self.rsample(stop - start, None if context is None else context[start:stop])
+            )
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def log_prob_chunked(
+        self, x: Tensor, context: Tensor | None = None, *, chunk_size: int = 4096
+    ) -> Tensor:
+        """:meth:`log_prob` without gradients, ``chunk_size`` rows at a time (bounded memory).
+
+        Example:
+            >>> import torch, invertible
+            >>> flow = invertible.RealNVP(2, num_layers=2, hidden_features=(8,))
+            >>> flow.log_prob_chunked(torch.zeros(10, 2), chunk_size=3).shape
+            torch.Size([10])
+        """
+        self._check_x(x)
+        context = self._check_context(context, x.shape[0])
+        with validation(False):  # checked once above, not once per chunk
+            return (
+                torch.cat(
+                    [
+                        self.log_prob(
+                            x[start : start + chunk_size],
+                            None if context is None else context[start : start + chunk_size],
+                        )
+                        for start in range(0, x.shape[0], chunk_size)
+                    ]
+                )
+                if x.shape[0]
+                else x.new_zeros(0)
+            )
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``n`` reparameterised samples and their log-density, from one z → x pass.

@@ -6,10 +6,19 @@ Directions, once and for all: ``forward`` is the generative direction z → x (w
 shape ``[batch]`` for the direction that ran.
 """
 
+from invertible.checkpoint import load as load
+from invertible.checkpoint import save as save
 from invertible.core import *
+from invertible.distill import DistillResult as DistillResult
+from invertible.distill import distill as distill
 from invertible.distributions import *
+from invertible.evaluation import evaluate as evaluate
 from invertible.nn import MLP as MLP
 from invertible.presets import *
+from invertible.training import TrainResult as TrainResult
+from invertible.training import fit as fit
 from invertible.transforms import *
+
+train = fit  # alias: ``invertible.train(flow, data, ...)``
 
 __version__ = "0.1.0"

@@ -1,5 +1,18 @@
 """Presets: the lecture's models assembled from transforms, networks and base distributions."""
 
+from invertible.presets.autoregressive import IAF, MAF, GaussianAR, MADEMoG, MixtureMADE
 from invertible.presets.coupling import NICE, RealNVP
+from invertible.presets.image import NICEImage, RealNVPImage, save_image_grid
 
-__all__ = ["NICE", "RealNVP"]
+__all__ = [
+    "IAF",
+    "MAF",
+    "NICE",
+    "GaussianAR",
+    "MADEMoG",
+    "MixtureMADE",
+    "NICEImage",
+    "RealNVP",
+    "RealNVPImage",
+    "save_image_grid",
+]

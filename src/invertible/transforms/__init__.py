@@ -1,24 +1,51 @@
 """Transforms: invertible maps with their log-determinants (the flow's building blocks)."""
 
+from invertible.transforms.autoregressive import AffineAutoregressive
 from invertible.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_mask
 from invertible.transforms.elementwise import Additive, Affine, ElementwiseMap, Gated, soft_clamp
+from invertible.transforms.image import (
+    ChannelCoupling,
+    CheckerboardCoupling,
+    FactorOut,
+    ImageCoupling,
+    MultiScale,
+    Reshape,
+    Squeeze,
+    channel_mask,
+    checkerboard_mask,
+)
 from invertible.transforms.normalization import ActNorm, BatchNorm, Rescaling
 from invertible.transforms.permutation import Permutation, RandomPermutation, Reverse
+from invertible.transforms.preprocessing import Logit, ToUnitInterval, bits_per_dim, dequantize
 
 __all__ = [
     "ActNorm",
     "Additive",
     "AdditiveCoupling",
     "Affine",
+    "AffineAutoregressive",
     "AffineCoupling",
     "BatchNorm",
+    "ChannelCoupling",
+    "CheckerboardCoupling",
     "Coupling",
     "ElementwiseMap",
+    "FactorOut",
     "Gated",
+    "ImageCoupling",
+    "Logit",
+    "MultiScale",
     "Permutation",
     "RandomPermutation",
     "Rescaling",
+    "Reshape",
     "Reverse",
+    "Squeeze",
+    "ToUnitInterval",
+    "bits_per_dim",
+    "channel_mask",
+    "checkerboard_mask",
     "coupling_mask",
+    "dequantize",
     "soft_clamp",
 ]

@@ -1,0 +1,226 @@
+"""Figures (matplotlib, Agg backend, PNG): training curves, 2-D densities, patch and image
+grids. Every function writes one file and returns its path.
+
+Example:
+    >>> import tempfile, numpy as np
+    >>> hist = [{"step": 10, "train_loss": 1.0, "val_log_prob": -1.2, "event": "eval"},
+    ...         {"step": 20, "train_loss": 0.8, "val_log_prob": -1.0, "event": "eval"}]
+    >>> plot_training_curves({"demo": hist}, tempfile.mkdtemp() + "/c.png").suffix
+    '.png'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = [
+    "patches_to_images",
+    "plot_density_2d",
+    "plot_image_grid",
+    "plot_patch_grid",
+    "plot_samples",
+    "plot_training_curves",
+]
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]
+) -> Path:
+    """Training loss (negated, so both curves are log-likelihoods) and validation
+    log-likelihood against the step, one colour per run."""
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, history) in enumerate(histories.items()):
+        recs = [r for r in history if r.get("event", "eval") == "eval"]
+        color = f"C{i}"
+        tr = [(r["step"], -r["train_loss"]) for r in recs if r.get("train_loss") is not None]
+        va = [(r["step"], r["val_log_prob"]) for r in recs if r.get("val_log_prob") is not None]
+        if tr:
+            ax[0].plot(*zip(*tr), color=color, label=name)
+        if va:
+            ax[1].plot(*zip(*va), color=color, label=name, marker=".")
+    ax[0].set_title("training log-likelihood (mean over interval)")
+    ax[1].set_title("validation log-likelihood")
+    for a in ax:
+        a.set_xlabel("step")
+        a.set_ylabel("nats")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend()
+    # robust y-limits: the first evaluations can be far below the rest
+    for a, key in ((ax[1], "val_log_prob"),):
+        vals = [
+            r[key]
+            for h in histories.values()
+            for r in h
+            if r.get(key) is not None and r.get("event", "eval") == "eval"
+        ]
+        if len(vals) > 3:
+            lo, hi = np.percentile(vals, 10), max(vals)
+            pad = 0.1 * (hi - lo) + 1e-6
+            a.set_ylim(lo - pad, hi + pad)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_density_2d(
+    flow: Any,
+    data: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    samples: np.ndarray | None = None,
+    grid: int = 200,
+    title: str = "",
+) -> Path:
+    """For 2-D data: the model density on a grid, the model's samples, and the data."""
+    data = np.asarray(data)
+    lo, hi = np.percentile(data, 0.5, axis=0), np.percentile(data, 99.5, axis=0)
+    pad = 0.15 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    xs, ys = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
+    mesh = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.float32)
+    dtype = next(flow.parameters()).dtype if any(True for _ in flow.parameters()) else None
+    was_training = flow.training
+    flow.eval()
+    try:
+        t = torch.from_numpy(mesh)
+        if dtype is not None:
+            t = t.to(dtype)
+        device = next(flow.parameters()).device
+        lp = torch.cat([flow.log_prob(c.to(device)).cpu() for c in t.split(8192)])
+        if samples is None:
+            samples = flow.sample(min(len(data), 2000)).cpu().numpy()
+    finally:
+        flow.train(was_training)
+    dens = lp.exp().reshape(grid, grid).numpy()
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4.2))
+    ax[0].imshow(
+        dens, origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), cmap="magma", aspect="auto"
+    )
+    ax[0].set_title("model density")
+    for a, pts, name in ((ax[1], samples, "model samples"), (ax[2], data[:2000], "data")):
+        a.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+        a.set_xlim(lo[0], hi[0])
+        a.set_ylim(lo[1], hi[1])
+        a.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def patches_to_images(x: np.ndarray, *, side: int = 8) -> np.ndarray:
+    """Vectors of ``side²`` or ``side² - 1`` values → ``[N, side, side]`` images.
+
+    For ``side² - 1`` (the BSDS300 protocol drops the bottom-right pixel of each
+    mean-subtracted patch) the dropped pixel is restored as minus the sum of the rest.
+
+    Example:
+        >>> x = np.arange(63, dtype=float)[None]
+        >>> img = patches_to_images(x)
+        >>> img.shape, bool(img[0, -1, -1] == -x.sum()), bool(abs(img.sum()) < 1e-9)
+        ((1, 8, 8), True, True)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = side * side
+    if x.shape[1] == d - 1:
+        x = np.concatenate([x, -x.sum(axis=1, keepdims=True)], axis=1)
+    if x.shape[1] != d:
+        raise ValueError(f"expected {d} or {d - 1} features per patch, got {x.shape[1]}")
+    return x.reshape(-1, side, side)
+
+
+def plot_patch_grid(
+    rows: Mapping[str, np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    n: int = 64,
+    side: int = 8,
+) -> Path:
+    """Grids of 8x8 patches (e.g. ``{"data": test[:64], "MAF": samples}``), side by side.
+
+    Each patch is shown with its own contrast stretch (patches are mean-subtracted), as in
+    the usual patch visualisations.
+    """
+    names = list(rows)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        imgs = patches_to_images(np.asarray(rows[name])[:n], side=side)
+        k = math.ceil(math.sqrt(len(imgs)))
+        canvas = np.ones((k * (side + 1) + 1, k * (side + 1) + 1))
+        for i, img in enumerate(imgs):
+            lo, hi = np.percentile(img, 1), np.percentile(img, 99)
+            img = np.clip((img - lo) / (hi - lo + 1e-12), 0, 1) if np.isfinite(img).all() else 0
+            r, c = divmod(i, k)
+            canvas[
+                1 + r * (side + 1) : 1 + r * (side + 1) + side,
+                1 + c * (side + 1) : 1 + c * (side + 1) + side,
+            ] = img
+        ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_image_grid(
+    images: np.ndarray, path: str | os.PathLike[str], *, levels: int = 256, title: str = ""
+) -> Path:
+    """A grid of images ``[N, C, H, W]`` (uint8 pixels, or floats in [0, 1])."""
+    imgs = np.asarray(images)
+    imgs = imgs.astype(np.float64) / (levels - 1) if imgs.dtype == np.uint8 else imgs
+    imgs = np.clip(imgs, 0, 1)
+    n, c, h, w = imgs.shape
+    k = math.ceil(math.sqrt(n))
+    canvas = np.ones((k * (h + 1) + 1, k * (w + 1) + 1, c))
+    for i, img in enumerate(imgs):
+        r, col = divmod(i, k)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = (
+            img.transpose(1, 2, 0)
+        )
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_samples(
+    flow: Any, data: Any, path: str | os.PathLike[str], *, n: int = 64, title: str = ""
+) -> Path | None:
+    """The natural picture for the data: 2-D density + samples, patch grids for 63/64-D,
+    image grids for images. Returns ``None`` when no picture applies."""
+    test = data.test
+    if test.dtype == np.uint8:
+        samples = flow.sample(n).cpu().numpy()
+        return plot_image_grid(samples, path, title=title)
+    d = test.shape[1]
+    if d == 2:
+        return plot_density_2d(flow, test, path, title=title)
+    if d in (63, 64, 48, 49, 15, 16):
+        side = round(math.sqrt(d + (1 if d % 2 else 0)))
+        samples = flow.sample(n).cpu().numpy()
+        unstd = getattr(data, "unstandardize", None)
+        ref = test[:n]
+        if unstd is not None:
+            samples, ref = unstd(samples), unstd(ref)
+        return plot_patch_grid({"data": ref, title or "samples": samples}, path, side=side)
+    return None

@@ -1,0 +1,246 @@
+"""Probability density distillation: known answers, a frozen teacher, refusals, a 2-D run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import invertible
+from invertible.distill import (
+    LOSSES,
+    check_closed_form,
+    distill,
+    distillation_losses,
+    frozen,
+    gaussian_kl,
+    gradient_variance,
+    make_student,
+    mmd_test,
+)
+
+BOUND = 5.0  # the presets' default log_scale_bound: alpha = BOUND * tanh(raw / BOUND)
+
+
+def _raw(alpha: torch.Tensor) -> torch.Tensor:
+    return BOUND * torch.atanh(alpha / BOUND)
+
+
+def _actnorm_gaussian(shift: torch.Tensor, log_scale: torch.Tensor) -> invertible.Flow:
+    layer = invertible.ActNorm(shift.numel())
+    with torch.no_grad():
+        layer.shift.copy_(shift)
+        layer.log_scale.copy_(log_scale)
+        layer.initialized.fill_(True)
+    return invertible.Flow(layer, invertible.StandardNormal(shift.numel())).eval()
+
+
+def _constant_ar(layer: torch.nn.Module, shift: torch.Tensor, alpha: torch.Tensor) -> None:
+    """Make an affine AR layer input-independent: zero last MADE weight, bias = (μ, α_raw)."""
+    last = layer.made.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.stack([shift, _raw(alpha)], dim=1).flatten())
+
+
+def _estimate(teacher, student, loss, n=4000, batches=25, seed=0):
+    """Mean KL estimate and its standard error over independent batches."""
+    torch.manual_seed(seed)
+    with torch.no_grad(), invertible.validation(False):
+        values = torch.tensor(
+            [float(distillation_losses(teacher, student, n, loss)["kl"]) for _ in range(batches)],
+            dtype=torch.float64,
+        )
+    return float(values.mean()), float(values.std() / math.sqrt(batches))
+
+
+def _diag_kl(mu_s, ls_s, mu_t, ls_t) -> float:
+    return float(gaussian_kl(mu_s, ls_s, mu_t, ls_t).sum())
+
+
+# ----------------------------------------------------------------- known answers
+
+
+def test_known_answer_diagonal_gaussians_actnorm():
+    g = torch.Generator().manual_seed(0)
+    mu_t, ls_t = torch.randn(5, generator=g), 0.5 * torch.randn(5, generator=g)
+    mu_s, ls_s = torch.randn(5, generator=g), 0.5 * torch.randn(5, generator=g)
+    teacher, student = _actnorm_gaussian(mu_t, ls_t), _actnorm_gaussian(mu_s, ls_s)
+    expected = _diag_kl(mu_s, ls_s, mu_t, ls_t)
+    for loss in ("mc", "analytic-entropy"):
+        mean, se = _estimate(teacher, student, loss)
+        assert abs(mean - expected) < 4 * se + 1e-4, (loss, mean, se, expected)
+    with pytest.raises(ValueError, match="closed-form"):
+        distillation_losses(teacher, student, 8, "closed-form")
+
+
+def test_student_equal_to_teacher_gives_zero():
+    g = torch.Generator().manual_seed(1)
+    mu, ls = torch.randn(3, generator=g), 0.3 * torch.randn(3, generator=g)
+    teacher, student = _actnorm_gaussian(mu, ls), _actnorm_gaussian(mu, ls)
+    with torch.no_grad():
+        parts = distillation_losses(teacher, student, 20000, "mc")
+    assert abs(float(parts["kl"])) < 1e-5  # per-sample log S(x) = log T(x) up to rounding
+    mean, se = _estimate(teacher, student, "analytic-entropy")
+    assert abs(mean) < 4 * se + 1e-4
+
+
+def _ar_pair(shared_ordering=(2, 0, 3, 1)):
+    D = len(shared_ordering)
+    g = torch.Generator().manual_seed(2)
+    teacher = invertible.GaussianAR(D, hidden_features=(8,), ordering=list(shared_ordering))
+    student = make_student(teacher, num_layers=2, hidden_features=(8,))
+    mu_t, a_t = torch.randn(D, generator=g), 0.5 * torch.randn(D, generator=g)
+    mu1, a1 = torch.randn(D, generator=g), 0.4 * torch.randn(D, generator=g)
+    mu2, a2 = torch.randn(D, generator=g), 0.4 * torch.randn(D, generator=g)
+    _constant_ar(teacher.transform, mu_t, a_t)
+    _constant_ar(student.transform[0], mu1, a1)
+    _constant_ar(student.transform[1], mu2, a2)
+    # Student: x = e^{a2}(e^{a1} u + mu1) + mu2 = N(e^{a2} mu1 + mu2, e^{2(a1 + a2)}).
+    mu_s, ls_s = a2.exp() * mu1 + mu2, a1 + a2
+    return teacher.eval(), student.eval(), (mu_s, ls_s, mu_t, a_t)
+
+
+def test_known_answer_autoregressive_gaussians_all_estimators():
+    teacher, student, params = _ar_pair()
+    expected = _diag_kl(*params)
+    for loss in LOSSES:
+        mean, se = _estimate(teacher, student, loss, batches=10)
+        assert abs(mean - expected) < 4 * se + 1e-4, (loss, mean, se, expected)
+    # With input-independent conditionals the closed form has no Monte-Carlo error at all.
+    with torch.no_grad():
+        closed = float(distillation_losses(teacher, student, 7, "closed-form")["kl"])
+    assert closed == pytest.approx(expected, abs=1e-5)
+
+
+def test_closed_form_exactly_zero_when_student_matches_teacher():
+    teacher, student, (_, _, mu_t, a_t) = _ar_pair()
+    _constant_ar(student.transform[0], mu_t, a_t)
+    _constant_ar(student.transform[1], torch.zeros_like(mu_t), torch.zeros_like(a_t))
+    with torch.no_grad():
+        parts = distillation_losses(teacher, student, 100, "closed-form")
+    assert abs(float(parts["kl"])) < 1e-6
+
+
+def test_closed_form_matches_monte_carlo_with_input_dependent_conditionals():
+    torch.manual_seed(0)
+    teacher = invertible.GaussianAR(4, hidden_features=(16,), ordering=[1, 3, 0, 2])
+    student = make_student(teacher, num_layers=3, hidden_features=(16,))
+    for flow in (teacher, student):
+        for p in flow.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+    teacher.eval(), student.eval()
+    mc, se_mc = _estimate(teacher, student, "mc", batches=10)
+    cf, se_cf = _estimate(teacher, student, "closed-form", batches=10)
+    assert abs(mc - cf) < 4 * math.hypot(se_mc, se_cf), (mc, se_mc, cf, se_cf)
+
+
+# ------------------------------------------------------------------ frozen teacher
+
+
+def test_teacher_bit_identical_and_flags_restored():
+    torch.manual_seed(0)
+    teacher = invertible.MAF(2, num_layers=2, hidden_features=(8,), batch_norm=True)
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    with torch.no_grad():  # MADE zeroes its masked weight entries in place on first use
+        teacher.eval().log_prob(torch.randn(4, 2))
+    frozen_by_user = next(iter(teacher.parameters()))
+    frozen_by_user.requires_grad_(False)
+    teacher.train()
+    flags = [p.requires_grad for p in teacher.parameters()]
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = invertible.IAF(2, num_layers=2, hidden_features=(8,))
+    for loss in ("mc", "analytic-entropy"):
+        distill(teacher, student, steps=5, batch_size=32, loss=loss, progress=False)
+    assert [p.requires_grad for p in teacher.parameters()] == flags
+    assert all(m.training for m in teacher.modules())
+    assert all(p.grad is None for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():  # parameters and batch-norm statistics
+        assert torch.equal(v, state[k]), k
+
+
+def test_frozen_restores_on_error():
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError), frozen(net):
+        raise RuntimeError
+    assert net.weight.requires_grad and net.training
+
+
+# ------------------------------------------------------------------------ refusals
+
+
+def test_closed_form_refusals_name_the_condition():
+    deep = invertible.MAF(3, num_layers=2, hidden_features=(8,), batch_norm=False)
+    with pytest.raises(ValueError, match=r"single Gaussian autoregressive layer.*analytic"):
+        check_closed_form(deep, make_student(deep, 2, (8,)))
+    teacher = invertible.GaussianAR(3, hidden_features=(8,))
+    mismatched = invertible.IAF(3, num_layers=2, hidden_features=(8,), ordering="alternate")
+    with pytest.raises(ValueError, match="does not share the teacher's ordering"):
+        check_closed_form(teacher, mismatched)
+    gated = invertible.IAF(3, num_layers=1, hidden_features=(8,), gated=True, ordering="natural")
+    with pytest.raises(ValueError, match="plain Affine"):
+        check_closed_form(teacher, gated)
+    maf_student = invertible.MAF(3, num_layers=1, hidden_features=(8,))
+    with pytest.raises(ValueError, match="mode='iaf'"):
+        check_closed_form(teacher, maf_student)
+    with pytest.raises(ValueError, match=r"single Gaussian|AffineAutoregressive"):
+        check_closed_form(_actnorm_gaussian(torch.zeros(3), torch.zeros(3)), gated)
+    one_layer_maf = invertible.MAF(3, num_layers=1, hidden_features=(8,), ordering="natural")
+    check_closed_form(one_layer_maf, make_student(one_layer_maf, 2, (8,)))  # accepted
+    with pytest.raises(ValueError, match="loss"):
+        distill(teacher, make_student(teacher, 1, (8,)), steps=1, loss="kl", progress=False)
+
+
+def test_gradient_variance_of_the_three_estimators():
+    teacher, student, _ = _ar_pair()
+    out = {
+        loss: gradient_variance(teacher, student, loss, batch_size=16, num_batches=8)
+        for loss in LOSSES
+    }
+    # Same draws: the analytic entropy changes the value of the estimate, not its gradient
+    # (d log p_Z(z) / d theta = 0), so both have the same gradient and variance.
+    assert out["mc"]["trace_var"] == pytest.approx(out["analytic-entropy"]["trace_var"])
+    assert out["analytic-entropy"]["kl_std"] < out["mc"]["kl_std"]
+    # Input-independent conditionals: the closed-form value has no Monte-Carlo error and
+    # its gradient is less noisy.
+    assert out["closed-form"]["kl_std"] < 1e-5
+    assert out["closed-form"]["trace_var"] < out["mc"]["trace_var"]
+
+
+# ------------------------------------------------------------- end-to-end in 2-D
+
+
+def _banana(n: int, g: torch.Generator) -> torch.Tensor:
+    x1 = torch.randn(n, generator=g)
+    x2 = 0.25 * x1.square() - 0.25 + 0.5 * torch.randn(n, generator=g)
+    return torch.stack([x1, x2], dim=1)
+
+
+def test_distilled_student_passes_two_sample_test_against_teacher():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = _banana(4000, g)
+    teacher = invertible.MAF(2, num_layers=2, hidden_features=(32, 32), batch_norm=False)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+    for _ in range(150):
+        batch = data[torch.randint(0, data.shape[0], (256,), generator=g)]
+        loss = -teacher.log_prob(batch).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    teacher.eval()
+    student = invertible.IAF(2, num_layers=2, hidden_features=(32, 32))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        untrained = student.sample(400)
+    result = distill(teacher, student, steps=300, batch_size=256, lr=5e-3, progress=False, seed=0)
+    assert result.final("kl") < 0.1
+    torch.manual_seed(2)
+    with torch.no_grad():
+        reference, distilled = teacher.sample(400), student.sample(400)
+    _, p_distilled = mmd_test(distilled, reference, permutations=200, seed=0)
+    _, p_untrained = mmd_test(untrained, reference, permutations=200, seed=0)
+    assert p_untrained < 0.01  # the test has power: the untrained student fails it
+    assert p_distilled > 0.05

@@ -244,3 +244,16 @@ def test_distilled_student_passes_two_sample_test_against_teacher():
     _, p_untrained = mmd_test(untrained, reference, permutations=200, seed=0)
     assert p_untrained < 0.01  # the test has power: the untrained student fails it
     assert p_distilled > 0.05
+
+
+def test_anchor_every_adds_the_data_term_on_every_kth_step_only() -> None:
+    torch.manual_seed(0)
+    teacher = invertible.Flow(invertible.ActNorm(2), invertible.StandardNormal(2))
+    student = invertible.Flow(invertible.ActNorm(2), invertible.StandardNormal(2))
+    data = torch.randn(100, 2)
+    result = invertible.distill(
+        teacher, student, steps=6, data_anchor=0.5, data=data, anchor_every=3, progress=False
+    )
+    anchored = [not math.isnan(v) for v in result.history["anchor"]]
+    assert anchored == [True, False, False, True, False, False]
+    assert result.config["anchor_every"] == 3

@@ -243,6 +243,8 @@ def run_lecture(
     import_extensions()
     t0 = time.perf_counter()
     budget = budget_minutes * 60.0
+    # Hooks (e.g. distillation) declare the share of the budget they need as `fn.reserve`.
+    hooks_reserve = budget * sum(getattr(h, "reserve", 0.0) for h in [*REPORT_HOOKS, *hooks])
     deadline = t0 + budget
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,7 +304,7 @@ def run_lecture(
             continue
         initialize_from_data(flow, data.train)
         remaining = [key, *[p.lower() for p in pending]]
-        left = deadline - time.perf_counter() - final_reserve
+        left = deadline - time.perf_counter() - final_reserve - hooks_reserve
         left -= sum(eval_reserve.get(m, reserve_each) for m in remaining)
         weights = [TIME_WEIGHTS.get(m, 0.2) for m in remaining]
         max_time = max(1.0, left * weights[0] / sum(weights))
@@ -310,7 +312,7 @@ def run_lecture(
             "steps": 200_000,
             "batch_size": 256,
             "lr": 1e-3,
-            "patience": 8,
+            "patience": 15,
             "eval_every": 25 if tiny else 150,
             "seed": seed,
             "max_time": max_time,

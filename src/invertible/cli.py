@@ -246,6 +246,50 @@ def _load_extensions() -> None:
             register(app)
 
 
+#: Training images used to refresh batch-norm statistics at the end of image training
+#: (each flow batch-norm layer costs a pass over them; convolutions are slow on CPUs).
+IMAGE_REFRESH_BN_ROWS = 2000
+#: Sampling temperatures of the sample grids written by ``train`` for image data.
+IMAGE_TEMPERATURES = (1.0, 0.7)
+
+
+def _image_plots(
+    flow: Any, dataset: Any, history: list[dict[str, Any]], out: Path, model: str, seed: int
+) -> None:
+    """Figures of an image run: ``bits_per_dim.png`` (train/validation curve) and
+    ``samples_T1.0.png``, ``samples_T0.7.png`` (quantised sample grids)."""
+    from invertible.plots import plot_bits_per_dim, plot_image_samples
+
+    plot_bits_per_dim(
+        history, out / "bits_per_dim.png", features=dataset.features, levels=dataset.levels
+    )
+    for t in IMAGE_TEMPERATURES:
+        plot_image_samples(
+            flow,
+            out / f"samples_T{t:.1f}.png",
+            levels=dataset.levels,
+            temperature=t,
+            seed=seed,
+            title=model,
+        )
+
+
+def _join_torchrun(device: str | None) -> Any:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group and return its
+    :class:`~invertible.distributed.DistributedContext`; ``None`` for a single process."""
+    from invertible.distributed import env_world_size, init_distributed
+
+    if env_world_size() <= 1:
+        return None
+    import atexit
+
+    import torch.distributed as dist
+
+    ctx = init_distributed(device)
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return ctx
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -287,6 +331,15 @@ def train(
         typer.Option(help="dataset option KEY=VALUE, e.g. n_train=10000 (repeatable)"),
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue from OUT/training")] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="write the resumable OUT/training state every N evaluations")
+    ] = 1,
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile the training step (eager fallback if unavailable)"
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a finished run in OUT")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -294,9 +347,13 @@ def train(
         int | None,
         typer.Option(help="torch CPU threads (default: torch's; use 1 on a busy machine)"),
     ] = None,
+    val_max_rows: Annotated[
+        int | None,
+        typer.Option(help="validate on the first N validation rows only (faster evaluations)"),
+    ] = None,
 ) -> None:
     """Fit a model by maximum likelihood; save checkpoint, metrics and plots; print the test
-    log-likelihood."""
+    log-likelihood (and bits/dim for images: sample grids at temperatures 1.0 and 0.7)."""
     import torch
 
     import invertible
@@ -312,6 +369,9 @@ def train(
 
     _spec(model)
     _set_threads(threads)
+    dist_ctx = _join_torchrun(device)  # under torchrun: DDP, one process per GPU / CPU share
+    if dist_ctx is not None:
+        device = str(dist_ctx.device)
     if (out / "model").exists() and not (resume or overwrite):
         raise CLIError(
             f"{out} already holds a trained model; pass --resume to continue it, --overwrite to "
@@ -319,13 +379,13 @@ def train(
         )
     check_writable(out)
     dataset, reload = load_data(data, data_dir=data_dir, seed=seed, options=_parse_options(option))
-    if dataset.train.dtype == np.uint8:
-        raise CLIError(
-            f"dataset {dataset.name!r} holds images; image training is not in this command yet"
-        )
+    image = dataset.train.dtype == np.uint8  # ImageData: uint8 pixels, bits/dim
     _check_finite_data(dataset)
-    flow = build_model(model, dataset.features, size=size, seed=seed)
-    if not resume:
+    if image:
+        flow = build_model(model, tuple(dataset.shape), size=size, seed=seed, levels=dataset.levels)
+    else:
+        flow = build_model(model, dataset.features, size=size, seed=seed)
+    if not resume and not image:
         initialize_from_data(flow, dataset.train)
     ensure_writable_dir(out)
     if device:
@@ -354,7 +414,13 @@ def train(
         eval_every=eval_every,
         max_time=max_time,
         seed=seed,
+        checkpoint_every=checkpoint_every,
+        compile=compile_,
+        **({"refresh_bn_rows": IMAGE_REFRESH_BN_ROWS} if image else {}),
+        **({"val_max_rows": val_max_rows} if val_max_rows else {}),
     )
+    if dist_ctx is not None and not dist_ctx.is_main:
+        return  # rank 0 evaluates, saves and reports
     test = evaluate(flow, dataset)
     summary = {
         "model": model,
@@ -370,7 +436,10 @@ def train(
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     plot_training_curves({model: result.history}, out / "training_curves.png")
     try:
-        plot_samples(flow, dataset, out / "samples.png", title=model)
+        if image:
+            _image_plots(flow, dataset, result.history, out, model, seed)
+        else:
+            plot_samples(flow, dataset, out / "samples.png", title=model)
     except Exception as e:  # a picture is never worth a failed run
         warnings.warn(f"could not draw samples: {e}", stacklevel=1)
     typer.echo(
@@ -378,6 +447,8 @@ def train(
         f"best validation log-likelihood {result.best_val_log_prob} at step {result.best_step}"
     )
     typer.echo(f"test log-likelihood: {test}")
+    if test.bits_per_dim is not None:
+        typer.echo(f"test bits/dim: {test.bits_per_dim:.4f}")
     typer.echo(f"saved {out / 'model'}")
 
 
@@ -395,7 +466,14 @@ def eval_(
     ] = None,
     split: Annotated[str, typer.Option(help="test, val or train")] = "test",
     data_dir: Annotated[str | None, typer.Option(help="where dataset files live")] = None,
-    batch_size: Annotated[int, typer.Option(help="rows per batch")] = 4096,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            "--batch-size",
+            help="rows per chunk: peak memory stays bounded whatever the split's size",
+        ),
+    ] = 4096,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     option: Annotated[
         list[str] | None,
@@ -422,6 +500,8 @@ def eval_(
     check_data_matches(flow, getattr(dataset, split)[:1], f"dataset {dataset.name!r}")
     result = evaluate(flow, dataset, split=split, batch_size=batch_size)
     typer.echo(f"{split} log-likelihood: {result}")
+    if result.bits_per_dim is not None:
+        typer.echo(f"{split} bits/dim: {result.bits_per_dim:.4f}")
 
 
 @app.command(
@@ -440,16 +520,52 @@ def sample(
             help="keep the standardised space (default: undo the dataset's standardisation)"
         ),
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="samples per batch")] = 10000,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            "--batch-size",
+            help="samples per chunk: peak memory stays bounded (beyond the output) whatever -n",
+        ),
+    ] = 10000,
+    temperature: Annotated[
+        float, typer.Option(help="image models: scale of the base noise (e.g. 0.7)")
+    ] = 1.0,
 ) -> None:
-    """Draw samples from a checkpoint and save them as .npy (atomically)."""
+    """Draw samples from a checkpoint and save them as .npy (atomically). Image models write
+    uint8 pixels (quantised like the data) and a PNG grid of the first 64 next to the .npy."""
     from invertible.checkpoint import load
-    from invertible.evaluation import sample_to_npy
+    from invertible.evaluation import sample_images, sample_to_npy
 
     if n < 1:
         raise CLIError(f"-n must be a positive number of samples, got {n}")
+    if not temperature > 0:
+        raise CLIError(f"--temperature must be positive, got {temperature}")
     check_writable(out.parent)
     flow = load(checkpoint)
+    if len(flow.event_shape) == 3 and "levels" in flow.config:
+        from invertible.plots import plot_image_grid
+
+        levels = int(flow.config["levels"])
+        pixels = sample_images(
+            flow,
+            n,
+            levels=levels,
+            temperature=temperature,
+            seed=seed,
+            batch_size=batch_size,
+            path=out,
+        )
+        grid = plot_image_grid(
+            pixels[:64], out.with_suffix(".png"), levels=levels, title=f"T = {temperature:g}"
+        )
+        typer.echo(
+            f"wrote {pixels.shape[0]} images of shape {list(pixels.shape[1:])} (uint8, "
+            f"{levels} levels) to {out} and a grid to {grid}"
+        )
+        return
+    if temperature != 1.0:
+        raise CLIError("--temperature applies to image models only")
     meta = flow.checkpoint_meta.get("data") or {}  # type: ignore[union-attr]
     transform = None
     if not raw and meta.get("mean") is not None and meta.get("std") is not None:

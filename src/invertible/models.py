@@ -15,6 +15,10 @@ name            preset            notes
 
 Sizes: ``"default"`` scales the networks with the dimension D (wider for D ≥ 32),
 ``"small"`` is the CPU-friendly size the lecture job uses, ``"tiny"`` is for tests.
+``realnvp-image`` is sized for a CPU (default: 2 scales, 1 residual block of 32 channels
+per coupling network, about 0.2M parameters for 28x28; small: 16 channels; tiny: one scale,
+8 channels); its logit λ follows :func:`image_lam` and its ``levels`` should be passed from
+the data (``build_model(..., levels=data.levels)``).
 Presets are looked up by class name in :attr:`invertible.Flow.registry`, so a name whose
 preset is not installed raises :class:`ModelUnavailableError` (a one-line message).
 
@@ -41,6 +45,7 @@ __all__ = [
     "ModelUnavailableError",
     "UnknownModelNameError",
     "build_model",
+    "image_lam",
     "initialize_from_data",
     "model_kwargs",
     "model_names",
@@ -143,7 +148,7 @@ MODELS: dict[str, ModelSpec] = {
         lambda d, s: (
             {"num_scales": 1, "blocks_per_scale": 1, "channels": 8}
             if s == "tiny"
-            else {"num_scales": 2, "blocks_per_scale": 2, "channels": 32 if s == "small" else 64}
+            else {"num_scales": 2, "blocks_per_scale": 1, "channels": 16 if s == "small" else 32}
         ),
         image=True,
     ),
@@ -176,6 +181,17 @@ def model_kwargs(name: str, features: int, *, size: str = "default") -> dict[str
     return _spec(name).kwargs(features, size)
 
 
+def image_lam(shape: tuple[int, ...]) -> float:
+    """λ of the logit preprocessing for images of ``shape`` ``(C, H, W)``: 1e-6 for
+    grey-scale, MNIST-like data (the MAF paper's setting), 0.05 otherwise (RealNVP's).
+
+    Example:
+        >>> image_lam((1, 28, 28)), image_lam((3, 32, 32))
+        (1e-06, 0.05)
+    """
+    return 1e-6 if shape[0] == 1 else 0.05
+
+
 def build_model(
     name: str,
     features: int | tuple[int, ...],
@@ -205,9 +221,12 @@ def build_model(
         )
     if isinstance(features, (tuple, list)) != spec.image:
         kind = "images (C, H, W)" if spec.image else "vectors"
-        raise ValueError(f"model {name!r} is for {kind}; got data of shape {features}")
+        hint = "choose a vector model" if spec.image else "for images use realnvp-image"
+        raise ValueError(f"model {name!r} is for {kind}; got data of shape {features}; {hint}")
     dim = features if isinstance(features, int) else int(torch.tensor(features).prod())
     kwargs = {**spec.kwargs(dim, size), **overrides}
+    if spec.image and "lam" not in overrides:
+        kwargs["lam"] = image_lam(tuple(features))  # type: ignore[arg-type]
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in kwargs if k not in params]

@@ -51,6 +51,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,17 +62,22 @@ import torch
 from torch import Tensor, nn
 
 from invertible.checkpoint import (
+    NonFiniteStateError,
     data_metadata,
     load_tensors,
     read_metadata,
     save,
 )
 from invertible.core import Flow, Transform
+from invertible.evaluation import dequantize_eval, dequantize_step
 
 __all__ = [
+    "CompiledFlow",
+    "CompiledModule",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "compile_flow",
     "fit",
     "lr_factor",
     "refresh_batchnorm",
@@ -93,6 +99,7 @@ CSV_COLUMNS = (
     "elapsed_s",
     "skipped_steps",
     "event",
+    "val_bits_per_dim",
 )
 
 
@@ -151,7 +158,19 @@ def lr_factor(
 def _as_tensor(x: Any, device: torch.device | str, dtype: torch.dtype) -> Tensor:
     if isinstance(x, Tensor):
         return x.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+    array = np.asarray(x)
+    if not array.flags.writeable:  # e.g. memory-mapped pixels: torch would share them
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
+def _image_levels(data: Any) -> int | None:
+    """Quantisation levels of image data (uint8 ``train`` pixels, e.g. ``ImageData``), else
+    ``None``."""
+    train = getattr(data, "train", None)
+    if getattr(train, "dtype", None) in (np.uint8, torch.uint8):
+        return int(getattr(data, "levels", 256))
+    return None
 
 
 def _flow_dtype_device(flow: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -352,6 +371,165 @@ def _load_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> N
         random.setstate((version, tuple(internal), gauss))
 
 
+# --------------------------------------------------------------------------- torch.compile
+
+
+def _distributed_active() -> bool:
+    """Whether an initialised ``torch.distributed`` group has more than one process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _is_compile_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the compiler stack (dynamo, inductor, the C++ toolchain)
+    rather than from the model or its input."""
+    module = type(error).__module__ or ""
+    if module.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")):
+        return True
+    return isinstance(error, (OSError, ImportError)) or "compil" in str(error).lower()
+
+
+def _compile(fn: Callable[..., Any], what: str, **options: Any) -> Callable[..., Any]:
+    """``torch.compile(fn, **options)`` that falls back to ``fn`` (warning once) when the
+    compiler is unavailable or fails, e.g. without a working C++ toolchain on CPU."""
+    try:
+        compiled = torch.compile(fn, **options)
+    except Exception as e:  # any failure to set up compilation
+        warnings.warn(f"torch.compile of {what} unavailable ({e}); running eagerly", stacklevel=3)
+        return fn
+    state = {"compiled": True}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if state["compiled"]:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as e:
+                if not _is_compile_error(e):
+                    raise
+                state["compiled"] = False
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                warnings.warn(
+                    f"torch.compile of {what} failed ({type(e).__name__}: {first}); "
+                    "falling back to eager execution",
+                    stacklevel=2,
+                )
+        return fn(*args, **kwargs)
+
+    call.eager = fn  # type: ignore[attr-defined]
+    call.is_compiled = lambda: state["compiled"]  # type: ignore[attr-defined]
+    return call
+
+
+class CompiledModule(nn.Module):
+    """``module`` (a flow or its DDP wrapper) whose calls run through ``torch.compile``.
+
+    Input validation is switched off inside (the trainer validated the data once), so the
+    graph has no data-dependent breaks. Used by the trainer with ``compile=True``.
+    """
+
+    def __init__(self, module: nn.Module, **options: Any) -> None:
+        super().__init__()
+        self.module = module
+        self._fn = _compile(self.module.__call__, f"{type(module).__name__} (training)", **options)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        from invertible.core import validation
+
+        with validation(False):
+            return self._fn(*args, **kwargs)
+
+
+class CompiledFlow(nn.Module):
+    """A view of ``flow`` whose density and sampling passes are compiled (see
+    :func:`compile_flow`); the flow itself is untouched and shares the weights.
+
+    ``log_prob`` validates its input once, then runs the compiled x → z pass;
+    ``sample`` draws the base noise eagerly (the same random numbers as ``flow.sample``)
+    and runs the compiled z → x pass, ``chunk_size`` rows at a time if given.
+    """
+
+    def __init__(self, flow: Flow, **options: Any) -> None:
+        super().__init__()
+        self.flow = flow
+        name = type(flow).__name__
+        self._density = _compile(self._density_eager, f"{name}.log_prob", **options)
+        self._generate = _compile(self._generate_eager, f"{name}.sample", **options)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.flow.event_shape
+
+    def _density_eager(self, x: Tensor, context: Tensor | None) -> Tensor:
+        z, ladj = self.flow.transform.inverse(x, context)
+        return self.flow.base.log_prob(z, context) + ladj
+
+    def _generate_eager(self, z: Tensor, context: Tensor | None) -> Tensor:
+        return self.flow.transform(z, context)[0]
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Same as ``flow.log_prob``, compiled."""
+        from invertible.core import validation
+
+        self.flow._check_x(x)
+        context = self.flow._check_context(context, x.shape[0])
+        with validation(False):
+            return self._density(x, context)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.log_prob(x, context)
+
+    @torch.no_grad()
+    def log_prob_chunked(
+        self, x: Tensor, context: Tensor | None = None, *, chunk_size: int = 4096
+    ) -> Tensor:
+        """``log_prob`` without gradients, ``chunk_size`` rows at a time (bounded memory)."""
+        self.flow._check_x(x)
+        context = self.flow._check_context(context, x.shape[0])
+        out = [
+            self._density(
+                x[i : i + chunk_size], None if context is None else context[i : i + chunk_size]
+            )
+            for i in range(0, x.shape[0], chunk_size)
+        ]
+        return torch.cat(out) if out else x.new_zeros(0)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, context: Tensor | None = None, *, chunk_size: int | None = None
+    ) -> Tensor:
+        """Same as ``flow.sample`` (same random numbers), compiled z → x pass."""
+        self.flow._check_n(n)
+        context = self.flow._check_context(context, n)
+        step = n if chunk_size is None else max(1, chunk_size)
+        out = []
+        for start in range(0, max(n, 1), step):
+            stop = min(start + step, n)
+            ctx = None if context is None else context[start:stop]
+            out.append(self._generate(self.flow.base.rsample(stop - start, ctx), ctx))
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def compile_flow(flow: Flow, **options: Any) -> CompiledFlow:
+    """Compile ``flow``'s ``log_prob`` and ``sample`` with ``torch.compile(**options)``.
+
+    Returns a :class:`CompiledFlow` sharing the flow's weights. If compilation is not
+    available (e.g. no C++ compiler for the CPU backend) or fails, it warns once and runs
+    eagerly, giving the same numbers. The first call of each pass compiles (slow); later
+    calls with new shapes may recompile once with dynamic shapes.
+
+    Example:
+        >>> import torch, invertible
+        >>> from invertible.training import compile_flow
+        >>> flow = invertible.RealNVP(2, num_layers=2, hidden_features=(8,)).eval()
+        >>> fast = compile_flow(flow, backend="eager")
+        >>> x = torch.randn(5, 2)
+        >>> torch.allclose(fast.log_prob(x), flow.log_prob(x))
+        True
+    """
+    return CompiledFlow(flow, **options)
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -379,6 +557,7 @@ class TrainConfig:
     max_bad_steps: int = 10
     refresh_bn_rows: int | None = 20000
     checkpoint_every: int = 1
+    compile: bool | str = False  # True: torch.compile's default backend; a str: that backend
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
@@ -477,7 +656,9 @@ class Trainer:
     Args:
         flow: the flow to train (modified in place).
         data: an object with ``train`` and (optionally) ``val`` arrays ``[N, D]``
-            (a ``TabularData``).
+            (a ``TabularData``), or an ``ImageData`` (uint8 pixels ``[N, C, H, W]`` and
+            ``levels``): images are dequantized with fresh noise per batch
+            (:meth:`prepare_batch`), evaluated with fixed noise, and logged in bits/dim too.
         config: a :class:`TrainConfig`.
         out_dir: where metrics, the resumable state and the final model go (``None``:
             nothing is written).
@@ -507,12 +688,16 @@ class Trainer:
         self.model: nn.Module = flow  # a distributed subclass replaces this by its wrapper
         self.dtype = dtype
         self.data = data
-        self.train_x = _as_tensor(data.train, self.device, dtype)
+        #: quantisation levels of image data (``ImageData``: uint8 pixels, dequantized per
+        #: batch by :meth:`prepare_batch`); ``None`` for real-valued data.
+        self.levels: int | None = _image_levels(data)
+        store = torch.uint8 if self.levels is not None else dtype
+        self.train_x = _as_tensor(data.train, self.device, store)
         val = getattr(data, "val", None)
         if val is not None and len(val) > 0:
             if self.config.val_max_rows is not None:
                 val = val[: self.config.val_max_rows]
-            self.val_x: Tensor | None = _as_tensor(val, self.device, dtype)
+            self.val_x: Tensor | None = _as_tensor(val, self.device, store)
         else:
             self.val_x = None
         self._check_data()
@@ -565,6 +750,10 @@ class Trainer:
         """Average a scalar over processes (identity here; all-reduce under DDP)."""
         return value
 
+    def shared_elapsed(self, elapsed: float) -> float:
+        """Training time all processes agree on (identity here; rank 0's clock under DDP)."""
+        return elapsed
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam over the trainable parameters: fused kernels on CUDA, ``foreach`` elsewhere."""
         params = [p for p in self.flow.parameters() if p.requires_grad]
@@ -611,7 +800,39 @@ class Trainer:
 
     def sample_batch(self, step: int) -> Tensor:
         """The mini-batch of ``step`` on the training device."""
-        return self.train_x[self.batch_indices(step).to(self.train_x.device)]
+        rows = self.train_x[self.batch_indices(step).to(self.train_x.device)]
+        return self.prepare_batch(rows, step)
+
+    def prepare_batch(self, rows: Tensor, step: int) -> Tensor:
+        """Model input from stored rows: identity for real-valued data; for images, uniform
+        dequantization x = (pixels + u) / levels with noise drawn from a generator seeded by
+        ``(seed, step)`` (fresh noise every step, and exact on resume). A sharding subclass
+        calls this on its shard of the rows of ``step``."""
+        if self.levels is None:
+            return rows
+        cfg_seed = self.config.seed
+        return dequantize_step(rows, self.levels, seed=cfg_seed, step=step, dtype=self.dtype)
+
+    def bits_per_dim(self, log_prob: float) -> float:
+        """Bits/dim of image data from a mean log-density in nats (D = C·H·W), using the
+        convention of :func:`invertible.transforms.preprocessing.bits_per_dim`."""
+        from invertible.transforms.preprocessing import bits_per_dim
+
+        assert self.levels is not None, "bits/dim is defined for image data only"
+        return float(bits_per_dim(log_prob, math.prod(self.flow.event_shape), self.levels))
+
+    def _refresh_rows(self) -> Tensor:
+        """The training rows for :func:`refresh_batchnorm`: for images, a seeded subset of
+        at most ``refresh_bn_rows`` images, dequantized with fixed noise."""
+        if self.levels is None:
+            return self.train_x
+        rows = self.train_x
+        cap = self.config.refresh_bn_rows
+        if cap is not None and rows.shape[0] > cap:
+            gen = torch.Generator().manual_seed(self.config.seed)
+            idx = torch.randperm(rows.shape[0], generator=gen)[:cap].sort().values
+            rows = rows[idx.to(rows.device)]
+        return dequantize_eval(rows, self.levels, dtype=self.dtype)
 
     def current_lr(self, elapsed: float | None = None) -> float:
         cfg = self.config
@@ -659,6 +880,8 @@ class Trainer:
         try:
             for start in range(0, x.shape[0], self.config.eval_batch_size):
                 chunk = x[start : start + self.config.eval_batch_size]
+                if self.levels is not None:  # images: fixed noise, reproducible numbers
+                    chunk = dequantize_eval(chunk, self.levels, start=start, dtype=self.dtype)
                 total += float(self.flow.log_prob(chunk).double().sum())
                 count += chunk.shape[0]
         finally:
@@ -714,7 +937,17 @@ class Trainer:
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         meta = {"loop": self._loop_state(), "optimizer": opt_meta, "rng": rng_meta}
-        save(self.flow, path, data=self.data_meta, training_state=(tensors, meta))
+        try:
+            save(self.flow, path, data=self.data_meta, training_state=(tensors, meta))
+        except NonFiniteStateError as e:  # never over a good checkpoint; training goes on
+            self.log({"step": self.step, "event": f"checkpoint skipped: {e}"})
+        except OSError as e:  # disk full, unwritable: the atomic write left the old one intact
+            raise OSError(
+                e.errno,
+                f"could not write the training checkpoint {path}: {e.strerror or e}; the "
+                "previous checkpoint there is intact: free space (or fix permissions) and "
+                "continue with resume",
+            ) from e
 
     def _optimizer_state(self) -> tuple[dict[str, Tensor], dict]:
         return _optimizer_state(self.optimizer)
@@ -783,6 +1016,8 @@ class Trainer:
             "skipped_steps": self.skipped,
             "event": "eval",
         }
+        if self.levels is not None and record["val_log_prob"] is not None:
+            record["val_bits_per_dim"] = self.bits_per_dim(record["val_log_prob"])
         self.loss_sum, self.loss_count = 0.0, 0
         self.log(record)
         evals = sum(1 for r in self.history if r.get("event") == "eval")
@@ -830,6 +1065,9 @@ class Trainer:
             self._logger = MetricsLogger(self.out_dir, self.history)
         if self._good_state is None:
             self._good_state = self._snapshot()
+        if cfg.compile and not isinstance(self.model, CompiledModule):
+            backend = {} if cfg.compile is True else {"backend": cfg.compile}
+            self.model = CompiledModule(self.model, **backend)  # eager fallback, with a warning
         self.flow.train()
         stopped = "steps"
         stop_at = self.total_steps if until is None else min(until, self.total_steps)
@@ -846,7 +1084,7 @@ class Trainer:
         last_eval_step = self.history[-1]["step"] if self.history else -1
         try:
             while self.step < stop_at:
-                elapsed = time.perf_counter() - start
+                elapsed = self.shared_elapsed(time.perf_counter() - start)
                 if cfg.max_time is not None and elapsed >= cfg.max_time:
                     stopped = "max_time"
                     break
@@ -870,9 +1108,9 @@ class Trainer:
                     last_eval_step = self.step
                     interval_start, interval_samples = time.perf_counter(), 0
                     bar.set_postfix(
-                        loss=f"{self.history[-1]['train_loss'] or float('nan'):.3f}",
+                        loss=f"{self.history[-1].get('train_loss') or float('nan'):.3f}",
                         val=f"{self.best_value:.3f}",
-                        sps=f"{self.history[-1]['samples_per_s'] or 0:.0f}",
+                        sps=f"{self.history[-1].get('samples_per_s') or 0:.0f}",
                     )
                     if stop:
                         stopped = "early_stopping"
@@ -898,7 +1136,7 @@ class Trainer:
         """Restore the best weights, refresh batch norm, save the final model."""
         if self.best_state is not None:
             self.flow.load_state_dict(self.best_state)
-        refresh_batchnorm(self.flow, self.train_x, max_rows=self.config.refresh_bn_rows)
+        refresh_batchnorm(self.flow, self._refresh_rows(), max_rows=self.config.refresh_bn_rows)
         self.flow.eval()
         final = self.evaluate()
         if self._logger is not None:
@@ -979,7 +1217,12 @@ def fit(
         max_time: training time cap in seconds (evaluations included).
         **options: further :class:`TrainConfig` fields: ``min_lr_ratio``, ``step_size``,
             ``gamma``, ``warmup_steps``, ``max_bad_steps=10``, ``val_max_rows``,
-            ``eval_batch_size``, ``refresh_bn_rows=20000``, ``checkpoint_every``.
+            ``eval_batch_size``, ``refresh_bn_rows=20000``, ``checkpoint_every``,
+            ``compile=False`` (``torch.compile`` the training forward/backward, see
+            :func:`compile_flow`; falls back to eager with a warning if compiling fails).
+
+    Under ``torchrun`` (an initialised ``torch.distributed`` process group with more than
+    one process) training is data-parallel: see :mod:`invertible.distributed`.
     """
     config = TrainConfig(
         steps=steps,
@@ -995,7 +1238,12 @@ def fit(
         max_time=max_time,
         **options,
     )
-    trainer = Trainer(
+    trainer_cls: type[Trainer] = Trainer
+    if _distributed_active():  # launched by torchrun: DDP over the process group
+        from invertible.distributed import DistributedTrainer
+
+        trainer_cls = DistributedTrainer
+    trainer = trainer_cls(
         flow,
         data,
         config,

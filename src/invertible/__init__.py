@@ -16,6 +16,7 @@ from invertible.evaluation import evaluate as evaluate
 from invertible.nn import MLP as MLP
 from invertible.presets import *
 from invertible.training import TrainResult as TrainResult
+from invertible.training import compile_flow as compile_flow
 from invertible.training import fit as fit
 from invertible.transforms import *
 

@@ -581,6 +581,7 @@ def run_speed(
     retries: int = 2,
     memory: str = "profiler",
     log: Callable[[str], None] = print,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Measure every library on every configuration, interleaved; see the module docstring.
 
@@ -596,6 +597,7 @@ def run_speed(
         retries: See ``max_foreign``.
         memory: ``"profiler"``, ``"rss"`` or ``"none"``.
         log: Receives one line per measured figure.
+        checkpoint: Called with the partial result after each thread count (to save it).
 
     Returns:
         A JSON-serialisable dict: ``meta``, ``configs``, ``libraries``, ``ours`` and
@@ -634,6 +636,34 @@ def run_speed(
 
     mem: dict[tuple[SpeedConfig, str], dict[str, Any] | None] = {}
     records: list[dict[str, Any]] = []
+
+    def assemble(done: Sequence[int]) -> dict[str, Any]:
+        meta = _environment(done, ours)
+        meta.update(
+            {
+                "repeats": repeats,
+                "target_s": target_s,
+                "slow_s": slow_s,
+                "memory_method": memory,
+                "max_foreign": max_foreign,
+                "retries": retries,
+                "loadavg_start": load_start,
+                "loadavg_end": _loadavg(),
+                "foreign_cores": _foreign_summary(records, max_foreign),
+                "wall_s": time.perf_counter() - t0,
+                "complete": list(done) == list(threads),
+            }
+        )
+        return {
+            "meta": meta,
+            "configs": [asdict(c) | {"label": c.label} for c in configs],
+            "libraries": list(libraries),
+            "ours": ours,
+            "params": params,
+            "param_parity": parity,
+            "results": list(records),
+        }
+
     for t in threads:
         torch.set_num_threads(t)
         for bench in benches.values():
@@ -681,30 +711,9 @@ def run_speed(
                         "nonfinite_loss": bench.nonfinite_loss,
                     }
                 )
-    meta = _environment(threads, ours)
-    meta.update(
-        {
-            "repeats": repeats,
-            "target_s": target_s,
-            "slow_s": slow_s,
-            "memory_method": memory,
-            "max_foreign": max_foreign,
-            "retries": retries,
-            "loadavg_start": load_start,
-            "loadavg_end": _loadavg(),
-            "foreign_cores": _foreign_summary(records, max_foreign),
-            "wall_s": time.perf_counter() - t0,
-        }
-    )
-    return {
-        "meta": meta,
-        "configs": [asdict(c) | {"label": c.label} for c in configs],
-        "libraries": list(libraries),
-        "ours": ours,
-        "params": params,
-        "param_parity": parity,
-        "results": records,
-    }
+        if checkpoint is not None:
+            checkpoint(assemble(threads[: threads.index(t) + 1]))
+    return assemble(threads)
 
 
 def _loadavg() -> list[float] | None:
@@ -804,6 +813,8 @@ def make_markdown(data: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if not meta.get("complete", True):
+        lines += ["**Partial result** (the run did not finish every thread count).", ""]
     fl = meta.get("foreign_cores")
     if fl:
         lines += [

@@ -119,6 +119,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     configs = [harness.SpeedConfig.default(k, d) for k in args.kinds for d in dims]
     print(f"libraries: {', '.join(libs)}; dims {dims}; threads {threads}; repeats {repeats}")
+    out: Path = args.out or Path("benchmarks/results/speed-quick" if args.quick else FULL["out"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(data: dict[str, Any]) -> list[Path]:
+        data["meta"]["quick"] = bool(args.quick)
+        (out / "speed.json").write_text(harness.to_json(data))
+        (out / "speed.md").write_text(harness.make_markdown(data))
+        written = [out / "speed.json", out / "speed.md"]
+        if not args.no_plot:
+            written.append(harness.make_plot(data, out / "speed.png"))
+        return written
+
     data = harness.run_speed(
         libs,
         configs,
@@ -129,16 +141,10 @@ def run(args: argparse.Namespace) -> int:
         max_foreign=args.max_foreign,
         retries=retries,
         memory=args.memory,
+        checkpoint=save,
     )
-    data["meta"]["quick"] = bool(args.quick)
-    out: Path = args.out or Path("benchmarks/results/speed-quick" if args.quick else FULL["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(harness.to_json(data))
+    written = save(data)
     md = harness.make_markdown(data)
-    (out / "speed.md").write_text(md)
-    written = [out / "speed.json", out / "speed.md"]
-    if not args.no_plot:
-        written.append(harness.make_plot(data, out / "speed.png"))
     print()
     print(md)
     print(f"total {data['meta']['wall_s']:.1f} s; wrote " + ", ".join(map(str, written)))

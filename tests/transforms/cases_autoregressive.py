@@ -21,6 +21,16 @@ def _agnostic(mode: str) -> inv.Transform:
     return layer
 
 
+def _block_sparse(mode: str) -> inv.Transform:
+    """A layer whose MADE always takes the block-sparse product (test sizes are too small
+    for the automatic choice to pick it)."""
+    layer = inv.AffineAutoregressive(
+        6, hidden_features=(24, 24), mode=mode, ordering="random", seed=_seed()
+    )
+    layer.made.block_groups = 3
+    return layer
+
+
 CASES: list[Case] = [
     Case("maf-natural", lambda: inv.AffineAutoregressive(4, hidden_features=(8, 8)), (4,)),
     Case(
@@ -76,6 +86,8 @@ CASES: list[Case] = [
         (4,),
     ),
     Case("iaf-agnostic", lambda: _agnostic("iaf"), (4,)),
+    Case("maf-block-sparse", lambda: _block_sparse("maf"), (6,)),
+    Case("iaf-block-sparse", lambda: _block_sparse("iaf"), (6,)),
     Case(
         "gaussian-ar-transform",
         lambda: inv.GaussianAR(4, hidden_features=(12,), ordering="random", seed=_seed()).transform,

@@ -52,6 +52,17 @@ def coupling_mask(
     return ~mask if parity % 2 else mask
 
 
+def _as_slice(index: Tensor) -> slice | None:
+    """``index`` (sorted, non-empty) as an equivalent slice, if it is evenly spaced."""
+    values = index.tolist()
+    if not values:
+        return None
+    step = values[1] - values[0] if len(values) > 1 else 1
+    if step <= 0 or values != list(range(values[0], values[-1] + 1, step)):
+        return None
+    return slice(values[0], values[-1] + 1, step)
+
+
 class Coupling(Transform):
     r"""Generic coupling layer: x_I2 = g(z_I2; θ(z_I1, context)), x_I1 = z_I1.
 
@@ -99,6 +110,8 @@ class Coupling(Transform):
         self.register_buffer("changed", changed)
         # Position of every coordinate in cat([kept, changed]): undoes the split in one gather.
         self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
+        self._refresh_slices()
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_slices())
         self.elementwise = elementwise
         self.net = net or MLP(
             len(kept) + context_features,
@@ -107,6 +120,16 @@ class Coupling(Transform):
             activation=activation,
         )
 
+    def _refresh_slices(self) -> None:
+        # Alternating and half masks select evenly spaced coordinates: split with strided
+        # views and merge with two strided copies (or one ``cat``), instead of two
+        # ``index_select`` and a gather (whose backward is a slow ``scatter_add``).
+        self._slices: tuple[slice, slice] | None = None
+        if self.kept.device.type != "meta":
+            kept, changed = _as_slice(self.kept), _as_slice(self.changed)
+            if kept is not None and changed is not None:
+                self._slices = (kept, changed)
+
     def _params(self, kept: Tensor, context: Tensor | None) -> Tensor:
         params = self.net(kept, context)
         return params.view(kept.shape[0], self.changed.numel(), self.elementwise.num_params)
@@ -114,12 +137,24 @@ class Coupling(Transform):
     def _run(
         self, values: Tensor, context: Tensor | None, *, inverse: bool
     ) -> tuple[Tensor, Tensor]:
-        kept = values.index_select(1, self.kept)
-        changed = values.index_select(1, self.changed)
-        params = self._params(kept, context)
         step = self.elementwise.inverse if inverse else self.elementwise.forward
-        changed, ladj = step(changed, params)
-        out = torch.cat([kept, changed], dim=1).index_select(1, self.merge)
+        if self._slices is None or values.dim() != 2:
+            kept = values.index_select(1, self.kept)
+            changed = values.index_select(1, self.changed)
+            changed, ladj = step(changed, self._params(kept, context))
+            out = torch.cat([kept, changed], dim=1).index_select(1, self.merge)
+            return out, ladj.sum(dim=1)
+        kept_slice, changed_slice = self._slices
+        kept = values[:, kept_slice]
+        if kept_slice.step != 1:
+            kept = kept.contiguous()  # once, instead of inside every product that uses it
+        changed, ladj = step(values[:, changed_slice], self._params(kept, context))
+        if kept_slice.step == 1 and changed_slice.step == 1:  # two contiguous halves
+            pieces = [kept, changed] if kept_slice.start == 0 else [changed, kept]
+            return torch.cat(pieces, dim=1), ladj.sum(dim=1)
+        out = values.new_empty(values.shape)
+        out[:, kept_slice] = kept
+        out[:, changed_slice] = changed
         return out, ladj.sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -75,6 +75,15 @@ class FlowAdapter(Protocol):
         ...
 
 
+def make_optimizer(adapter: FlowAdapter) -> torch.optim.Optimizer:
+    """The adapter's own optimizer if it has one (``make_optimizer()``), else
+    ``torch.optim.Adam(module.parameters(), lr=1e-3)``."""
+    own = getattr(adapter, "make_optimizer", None)
+    if own is not None:
+        return own()
+    return torch.optim.Adam(adapter.module.parameters(), lr=1e-3)
+
+
 AdapterBuilder = Callable[[str, int], FlowAdapter]
 """``builder(kind, dim)`` with ``kind`` in :data:`KINDS`; raises ``ValueError`` otherwise."""
 
@@ -93,12 +102,16 @@ class TorchFlowAdapter:
         module: The module owning the parameters.
         log_prob_fn: ``x -> log p(x)`` (density direction).
         sample_fn: ``n -> samples`` (generative direction).
+        optimizer_fn: ``parameters -> optimizer`` with lr 1e-3, the library's own way of
+            training (``None``: ``torch.optim.Adam(parameters, lr=1e-3)``, what the peers'
+            examples use).
     """
 
     name: str
     module: torch.nn.Module
     log_prob_fn: Callable[[Tensor], Tensor]
     sample_fn: Callable[[int], Tensor]
+    optimizer_fn: Callable[[Any], torch.optim.Optimizer] | None = None
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density of ``x`` (shape ``[batch, D]`` -> ``[batch]``)."""
@@ -111,3 +124,9 @@ class TorchFlowAdapter:
     def num_params(self) -> int:
         """Number of trainable scalars of :attr:`module`."""
         return count_parameters(self.module)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the training-step figure (Adam, lr 1e-3)."""
+        if self.optimizer_fn is not None:
+            return self.optimizer_fn(self.module.parameters())
+        return torch.optim.Adam(self.module.parameters(), lr=1e-3)

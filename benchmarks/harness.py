@@ -5,8 +5,10 @@ Everything here talks to flows only through :class:`~benchmarks.adapter.FlowAdap
 Method (issue 6):
 
 - **Throughput** in samples per second, three figures per (library, model, D, threads):
-  ``train`` = ``-log_prob(x).mean()`` + ``backward`` + Adam step (a fresh ``Adam(lr=1e-3)``
-  per adapter, ``zero_grad(set_to_none=True)`` each step), ``log_prob`` under
+  ``train`` = ``-log_prob(x).mean()`` + ``backward`` + Adam step (a fresh Adam, lr 1e-3,
+  per adapter: the library's own if its adapter has ``make_optimizer`` (``invertible``:
+  fused Adam, what ``invertible.fit`` uses), else ``torch.optim.Adam``, what the peers'
+  examples use; ``zero_grad(set_to_none=True)`` each step), ``log_prob`` under
   ``torch.no_grad()``, and ``sample`` under ``torch.no_grad()``. Each figure is timed as
   a block of iterations calibrated during warm-up to last about ``target_s`` seconds; the
   reported figure is the median over ``repeats`` blocks. A sampling call that alone takes
@@ -59,7 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmarks.adapter import KINDS, AdapterBuilder, FlowAdapter, ModelKind
+from benchmarks.adapter import KINDS, AdapterBuilder, FlowAdapter, ModelKind, make_optimizer
 from benchmarks.peers import available_peers, peer_versions
 
 __all__ = [
@@ -309,7 +311,7 @@ def _rss_probe(library: str, kind: str, dim: int, batch: int, threads: int) -> d
     torch.manual_seed(0)
     adapter = ADAPTERS[library](kind, dim)
     x = torch.randn(batch, dim)
-    opt = torch.optim.Adam(adapter.module.parameters(), lr=1e-3)
+    opt = make_optimizer(adapter)
     with torch.no_grad():  # lazy one-time initialisations outside the measured window
         adapter.log_prob(x[:2])
     gc.collect()
@@ -422,7 +424,7 @@ class Bench:
     def __post_init__(self) -> None:
         gen = torch.Generator().manual_seed(1234 + self.config.dim)
         self.x = torch.randn(self.config.batch, self.config.dim, generator=gen)
-        self.opt = torch.optim.Adam(self.adapter.module.parameters(), lr=1e-3)
+        self.opt = make_optimizer(self.adapter)
 
     # -- single operations ----------------------------------------------------------------
     def _op(self, metric: str) -> Callable[[], int]:

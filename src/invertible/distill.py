@@ -494,7 +494,9 @@ def distill(
     }  # fmt: skip
     keys = ("step", "kl", "cross_entropy", "entropy", "loss", "anchor", "lr", "grad_norm", "time")
     history: dict[str, list[float]] = {k: [] for k in keys}
-    optimizer = torch.optim.Adam(params, lr=lr)
+    from invertible.training import adam
+
+    optimizer = adam(params, lr=lr)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
         if schedule == "cosine"

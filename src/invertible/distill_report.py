@@ -24,12 +24,15 @@ import torch
 
 from invertible.report import LectureContext, ModelRow, Report, register_report_hook
 
-__all__ = ["ANCHOR_EVERY", "RESERVE", "distillation_hook"]
+__all__ = ["ANCHOR_BATCH", "ANCHOR_EVERY", "RESERVE", "distillation_hook"]
 
 #: Fraction of the main job's budget reserved for distillation and its evaluation.
 RESERVE = 0.3
-#: The data term runs the student's sequential inverse; add it every this many steps.
-ANCHOR_EVERY = 4
+#: The data term runs the student's sequential inverse; add it every this many steps, on
+#: this many rows. Measured on ``patches`` (MAF teacher, 1500 steps): every step on 64 rows
+#: reached a 2.5% gap to the teacher in 273 s; every 4th step on 256 rows a 6% gap in 359 s.
+ANCHOR_EVERY = 1
+ANCHOR_BATCH = 64
 #: Student size for the main job (CPU budget).
 STUDENT = {"num_layers": 5, "hidden_features": (256, 256)}
 
@@ -63,7 +66,7 @@ def distillation_hook(report: Report, context: LectureContext) -> None:
         "lr": 1e-3,
         "data_anchor": 1.0,
         "data": train,
-        "anchor_batch_size": 256,
+        "anchor_batch_size": ANCHOR_BATCH,
         "anchor_every": ANCHOR_EVERY,
         "progress": False,
         "seed": context.seed,
@@ -72,8 +75,9 @@ def distillation_hook(report: Report, context: LectureContext) -> None:
     # (keeping a third of it for the evaluation below: the teacher's peer-style sampler
     # and the student's exact likelihood of test data are both sequential).
     started = time.perf_counter()
-    warmup = distill(teacher, student, steps=2 * ANCHOR_EVERY, **options)
-    per_step = warmup.wall_time / (2 * ANCHOR_EVERY)
+    warmup_steps = max(4, 2 * ANCHOR_EVERY)
+    warmup = distill(teacher, student, steps=warmup_steps, **options)
+    per_step = warmup.wall_time / warmup_steps
     train_seconds = context.seconds_left * (0.3 if context.tiny else 0.67)
     result = distill(teacher, student, steps=_steps_for(train_seconds, per_step), **options)
     train_time = time.perf_counter() - started

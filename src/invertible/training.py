@@ -52,7 +52,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "adam",
     "compile_flow",
     "fit",
     "lr_factor",
@@ -650,6 +651,28 @@ class MetricsLogger:
 # --------------------------------------------------------------------------- the trainer
 
 
+def adam(
+    params: Iterable[Tensor], *, lr: float = 1e-3, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` with fused kernels where torch has them, else ``foreach``.
+
+    The fused implementation updates every parameter in one kernel per tensor instead of a
+    chain of elementwise passes; on CPU it exists from torch 2.4 and was measured 4x faster
+    than ``foreach`` on a 7.3M-parameter MAF (see ``benchmarks/README.md``). Both give the
+    same update up to float rounding. Older torch versions fall back to ``foreach``.
+
+    Example:
+        >>> optimizer = adam(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+        >>> optimizer.defaults["lr"]
+        0.001
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 class Trainer:
     """The training loop of :func:`fit`, split into overridable pieces (see module docs).
 
@@ -755,15 +778,9 @@ class Trainer:
         return elapsed
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam over the trainable parameters: fused kernels on CUDA, ``foreach`` elsewhere."""
+        """Adam over the trainable parameters (see :func:`adam`)."""
         params = [p for p in self.flow.parameters() if p.requires_grad]
-        kwargs = {"lr": self.config.lr, "weight_decay": self.config.weight_decay}
-        if self.device.type == "cuda":  # fused kernels pay off on GPUs (slow on CPU)
-            try:
-                return torch.optim.Adam(params, fused=True, **kwargs)
-            except (RuntimeError, TypeError, ValueError):
-                pass
-        return torch.optim.Adam(params, foreach=True, **kwargs)
+        return adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- the pieces -----------------------------------------------------------------------
     def _check_data(self) -> None:

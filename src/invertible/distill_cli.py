@@ -6,7 +6,8 @@ imports this module if present and calls ``register(app)``).
 Example::
 
     invertible distill --teacher runs/maf/model --data patches --out runs/iaf \\
-        --steps 3000 --loss analytic-entropy --layers 5 --hidden 512 512
+        --steps 3000 --loss analytic-entropy --layers 5 --hidden 512 --hidden 512 \\
+        --data-anchor 1.0
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ def distill_command(
         bool,
         typer.Option(help="all student layers in the teacher's ordering (needed by closed-form)"),
     ] = False,
+    data_anchor: Annotated[
+        float,
+        typer.Option(
+            help="weight of the data term: the student's exact negative log-likelihood of "
+            "training rows (0: KL only)"
+        ),
+    ] = 0.0,
+    anchor_every: Annotated[int, typer.Option(help="add the data term every N steps")] = 1,
+    anchor_batch_size: Annotated[int, typer.Option(help="training rows per data term")] = 64,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     data_dir: Annotated[str | None, typer.Option(help="where dataset files live")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
@@ -62,6 +72,11 @@ def distill_command(
 
     if loss not in LOSSES:
         raise CLIError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if data_anchor < 0 or anchor_every < 1 or anchor_batch_size < 1:
+        raise CLIError(
+            "--data-anchor must be >= 0 and --anchor-every, --anchor-batch-size >= 1; got "
+            f"{data_anchor}, {anchor_every}, {anchor_batch_size}"
+        )
     hidden_features = tuple(hidden or (512, 512))
     teacher_flow = load(teacher, map_location=device)
     meta = teacher_flow.checkpoint_meta.get("data") or {}  # type: ignore[union-attr]
@@ -81,9 +96,17 @@ def distill_command(
     else:
         student = IAF(teacher_flow.features, num_layers=layers, hidden_features=hidden_features)
     student.to(torch.device(device))
+    anchor = {}
+    if data_anchor > 0:  # the student's exact likelihood of real rows (sequential inverse)
+        anchor = {
+            "data_anchor": data_anchor,
+            "data": torch.as_tensor(dataset.train),
+            "anchor_every": anchor_every,
+            "anchor_batch_size": anchor_batch_size,
+        }
     result = distill(
         teacher_flow, student, steps=steps, batch_size=batch_size, loss=loss, lr=lr,
-        progress=progress, seed=seed,
+        progress=progress, seed=seed, **anchor,
     )  # fmt: skip
     test = evaluate(student, dataset)
     teacher_test = evaluate(teacher_flow, dataset)

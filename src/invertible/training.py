@@ -6,7 +6,9 @@ kernels where the device supports them, else ``foreach``), and
 * samples mini-batches as a pure function of ``(seed, step)`` (a fresh permutation of the
   training set per epoch), so a resumed run sees exactly the batches an uninterrupted one
   would;
-* evaluates the mean validation log-likelihood every ``eval_every`` steps, keeps the best
+* evaluates the mean validation log-likelihood every ``eval_every`` steps (batch-norm
+  layers first get the statistics of a fixed training subset, so that validation measures
+  the current weights, not the trailing running averages), keeps the best
   weights (restored at the end: best-model selection) and stops early after ``patience``
   evaluations without improvement;
 * schedules the learning rate: ``"cosine"`` (default; from ``lr`` to ``lr * min_lr_ratio``
@@ -557,6 +559,7 @@ class TrainConfig:
     max_time: float | None = None
     max_bad_steps: int = 10
     refresh_bn_rows: int | None = 20000
+    val_refresh_bn_rows: int | None = 4096
     checkpoint_every: int = 1
     compile: bool | str = False  # True: torch.compile's default backend; a str: that backend
 
@@ -838,6 +841,18 @@ class Trainer:
         assert self.levels is not None, "bits/dim is defined for image data only"
         return float(bits_per_dim(log_prob, math.prod(self.flow.event_shape), self.levels))
 
+    def _refresh_for_validation(self) -> None:
+        """Give batch-norm layers the statistics of a fixed training subset before a
+        validation pass. The running averages trail the weights they normalise for (they
+        average batches of earlier steps); measured on BSDS300 (MAF(5), batch 100, lr 1e-3)
+        they put validation 15-30 nats below the same weights' refreshed figure, and early
+        stopping then picks the wrong step. Training-mode steps use batch statistics and are
+        unaffected."""
+        rows = self.config.val_refresh_bn_rows
+        if not rows or self.val_x is None or not _batchnorm_layers(self.flow):
+            return
+        refresh_batchnorm(self.flow, self._refresh_rows(), max_rows=rows, seed=self.config.seed)
+
     def _refresh_rows(self) -> Tensor:
         """The training rows for :func:`refresh_batchnorm`: for images, a seeded subset of
         at most ``refresh_bn_rows`` images, dequantized with fixed noise."""
@@ -1009,6 +1024,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def _evaluate_and_log(self, elapsed: float, interval: tuple[float, int]) -> bool:
         """Evaluate, update best/patience, log, checkpoint. Returns True to stop early."""
+        self._refresh_for_validation()
         value = self.evaluate()
         improved = value is not None and value > self.best_value
         if improved:
@@ -1234,7 +1250,10 @@ def fit(
         max_time: training time cap in seconds (evaluations included).
         **options: further :class:`TrainConfig` fields: ``min_lr_ratio``, ``step_size``,
             ``gamma``, ``warmup_steps``, ``max_bad_steps=10``, ``val_max_rows``,
-            ``eval_batch_size``, ``refresh_bn_rows=20000``, ``checkpoint_every``,
+            ``eval_batch_size``, ``refresh_bn_rows=20000`` (rows for the final batch-norm
+            statistics), ``val_refresh_bn_rows=4096`` (rows for the batch-norm statistics
+            set before each validation pass; ``None``: validate with the running
+            averages), ``checkpoint_every``,
             ``compile=False`` (``torch.compile`` the training forward/backward, see
             :func:`compile_flow`; falls back to eager with a warning if compiling fails).
 

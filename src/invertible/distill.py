@@ -887,8 +887,9 @@ def distillation_report(
         f"{m['student_test_ll']:.3f} | {m['teacher_ll_student_samples']:.3f} | "
         f"{m['mmd_student']:.2e} |",
         "",
-        f"Student test log-likelihood is {m['ll_gap_pct']:+.2f}% of the teacher's "
-        f"(relative gap |Δ|/|teacher|); MMD permutation p-value of student vs test samples "
+        f"The student's test log-likelihood is {abs(m['ll_gap_pct']):.2f}% "
+        f"{'below' if m['ll_gap_pct'] < 0 else 'above'} the teacher's "
+        f"((student − teacher)/|teacher|); MMD permutation p-value of student vs test samples "
         f"{m['mmd_student_p']:.3f} (teacher: {m['mmd_teacher_p']:.3f}).",
     ]
     if results:

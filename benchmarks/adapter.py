@@ -12,7 +12,7 @@ them. For a MAF the former must be the one-pass direction and the latter the D-p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -73,6 +73,22 @@ class FlowAdapter(Protocol):
     def num_params(self) -> int:
         """Number of trainable scalars (dense count: masked-out MADE weights included)."""
         ...
+
+
+def architecture(
+    kind: str, layers: int | None = None, hidden: Sequence[int] | None = None
+) -> tuple[int, tuple[int, ...]]:
+    """``(layers, hidden widths)`` of ``kind``: the given values, else the speed-benchmark
+    defaults (:data:`MAF_LAYERS`/:data:`MAF_HIDDEN`, :data:`COUPLING_LAYERS`/
+    :data:`COUPLING_HIDDEN`). Builders take both as keywords, so that the quality
+    benchmark can build the same architectures at another size."""
+    if kind == "maf":
+        default_layers, default_hidden = MAF_LAYERS, MAF_HIDDEN
+    elif kind == "coupling":
+        default_layers, default_hidden = COUPLING_LAYERS, COUPLING_HIDDEN
+    else:
+        raise ValueError(f"unknown model kind {kind!r}; expected 'maf' or 'coupling'")
+    return layers or default_layers, tuple(hidden or default_hidden)
 
 
 def make_optimizer(adapter: FlowAdapter) -> torch.optim.Optimizer:

@@ -16,42 +16,43 @@ Parameter counts are dense (masked-out MADE weights included), like the peers';
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 import invertible
-from benchmarks.adapter import (
-    COUPLING_HIDDEN,
-    COUPLING_LAYERS,
-    MAF_HIDDEN,
-    MAF_LAYERS,
-    AdapterBuilder,
-    FlowAdapter,
-    TorchFlowAdapter,
-)
+from benchmarks.adapter import AdapterBuilder, FlowAdapter, TorchFlowAdapter, architecture
 from invertible.training import adam
 
 __all__ = ["ADAPTERS", "build_invertible"]
 
 
-def build_invertible(kind: str, dim: int) -> FlowAdapter:
-    """``invertible``'s MAF / RealNVP presets with the issue-6 architectures."""
-    if kind not in ("maf", "coupling"):
-        raise ValueError(f"unknown model kind {kind!r}; expected 'maf' or 'coupling'")
+def build_invertible(
+    kind: str,
+    dim: int,
+    *,
+    layers: int | None = None,
+    hidden: Sequence[int] | None = None,
+    batch_norm: bool = False,
+) -> FlowAdapter:
+    """``invertible``'s MAF / RealNVP presets with the issue-6 architectures (or ``layers``
+    and ``hidden`` widths; ``batch_norm`` between layers, the presets' default, is off)."""
     if dim < 2:
         raise ValueError(f"dim must be >= 2, got {dim}")
+    n_layers, widths = architecture(kind, layers, hidden)
     flow: invertible.Flow
     if kind == "maf":
         flow = invertible.MAF(
             dim,
-            num_layers=MAF_LAYERS,
-            hidden_features=MAF_HIDDEN,
-            batch_norm=False,
+            num_layers=n_layers,
+            hidden_features=widths,
+            batch_norm=batch_norm,
             ordering="alternate",
         )
     else:
         flow = invertible.RealNVP(
-            dim, num_layers=COUPLING_LAYERS, hidden_features=COUPLING_HIDDEN, batch_norm=False
+            dim, num_layers=n_layers, hidden_features=widths, batch_norm=batch_norm
         )
 
     def log_prob(x: Tensor) -> Tensor:
@@ -61,7 +62,8 @@ def build_invertible(kind: str, dim: int) -> FlowAdapter:
         return flow.sample(n)
 
     # Trained with the optimizer ``invertible.fit`` uses (fused Adam where torch has it).
-    return TorchFlowAdapter("invertible", flow, log_prob, sample, optimizer_fn=adam)
+    name = "invertible-bn" if batch_norm else "invertible"
+    return TorchFlowAdapter(name, flow, log_prob, sample, optimizer_fn=adam)
 
 
 ADAPTERS: dict[str, AdapterBuilder] = {"invertible": build_invertible}

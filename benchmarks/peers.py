@@ -30,20 +30,12 @@ Direction pitfalls handled here:
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from benchmarks.adapter import (
-    COUPLING_HIDDEN,
-    COUPLING_LAYERS,
-    MAF_HIDDEN,
-    MAF_LAYERS,
-    AdapterBuilder,
-    FlowAdapter,
-    TorchFlowAdapter,
-)
+from benchmarks.adapter import AdapterBuilder, FlowAdapter, TorchFlowAdapter, architecture
 
 __all__ = [
     "PEER_BUILDERS",
@@ -55,6 +47,11 @@ __all__ = [
     "build_zuko",
     "peer_versions",
 ]
+
+
+def _equal_widths(library: str, widths: Sequence[int]) -> None:
+    if len(set(widths)) != 1:
+        raise ValueError(f"{library}' MADE needs equal hidden widths, got {tuple(widths)}")
 
 
 def _check(kind: str, dim: int) -> None:
@@ -69,7 +66,9 @@ def _check(kind: str, dim: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def build_zuko(kind: str, dim: int) -> FlowAdapter:
+def build_zuko(
+    kind: str, dim: int, *, layers: int | None = None, hidden: Sequence[int] | None = None
+) -> FlowAdapter:
     """zuko 1.6: ``zuko.flows.MAF`` / ``zuko.flows.RealNVP`` presets.
 
     zuko's MAF alternates ascending/descending orders (= reversal between layers);
@@ -80,11 +79,12 @@ def build_zuko(kind: str, dim: int) -> FlowAdapter:
     _check(kind, dim)
     import zuko
 
+    n_layers, widths = architecture(kind, layers, hidden)
     flow: torch.nn.Module
     if kind == "maf":
-        flow = zuko.flows.MAF(dim, transforms=MAF_LAYERS, hidden_features=MAF_HIDDEN)
+        flow = zuko.flows.MAF(dim, transforms=n_layers, hidden_features=widths)
     else:
-        flow = zuko.flows.RealNVP(dim, transforms=COUPLING_LAYERS, hidden_features=COUPLING_HIDDEN)
+        flow = zuko.flows.RealNVP(dim, transforms=n_layers, hidden_features=widths)
 
     def log_prob(x: Tensor) -> Tensor:
         return flow().log_prob(x)
@@ -118,7 +118,9 @@ class _IgnoreContext(torch.nn.Module):
         return self.net(inputs)
 
 
-def build_nflows(kind: str, dim: int) -> FlowAdapter:
+def build_nflows(
+    kind: str, dim: int, *, layers: int | None = None, hidden: Sequence[int] | None = None
+) -> FlowAdapter:
     """nflows 0.14: ``Flow(CompositeTransform([...]), StandardNormal([D]))``.
 
     MAF: ``MaskedAffineAutoregressiveTransform(num_blocks=1, use_residual_blocks=False)``
@@ -140,31 +142,33 @@ def build_nflows(kind: str, dim: int) -> FlowAdapter:
     from nflows.transforms.coupling import AffineCouplingTransform
     from nflows.transforms.permutations import ReversePermutation
 
-    layers: list[Transform] = []
+    n_layers, widths = architecture(kind, layers, hidden)
+    transforms: list[Transform] = []
     if kind == "maf":
-        for i in range(MAF_LAYERS):
+        _equal_widths("nflows", widths)
+        for i in range(n_layers):
             if i > 0:
-                layers.append(ReversePermutation(features=dim))
-            layers.append(
+                transforms.append(ReversePermutation(features=dim))
+            transforms.append(
                 MaskedAffineAutoregressiveTransform(
                     features=dim,
-                    hidden_features=MAF_HIDDEN[0],
-                    num_blocks=len(MAF_HIDDEN) - 1,
+                    hidden_features=widths[0],
+                    num_blocks=len(widths) - 1,
                     use_residual_blocks=False,
                 )
             )
     else:
 
         def conditioner(in_features: int, out_features: int) -> torch.nn.Module:
-            mlp = MLP((in_features,), (out_features,), hidden_sizes=list(COUPLING_HIDDEN))
+            mlp = MLP((in_features,), (out_features,), hidden_sizes=list(widths))
             return _IgnoreContext(mlp)
 
-        for i in range(COUPLING_LAYERS):
+        for i in range(n_layers):
             # mask > 0: transformed; <= 0: conditioning (passed through).
             mask = (torch.arange(dim) + i) % 2
-            layers.append(AffineCouplingTransform(mask, conditioner))
+            transforms.append(AffineCouplingTransform(mask, conditioner))
 
-    flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
+    flow = Flow(CompositeTransform(transforms), StandardNormal([dim]))
     return TorchFlowAdapter("nflows", flow, flow.log_prob, flow.sample)
 
 
@@ -173,7 +177,14 @@ def build_nflows(kind: str, dim: int) -> FlowAdapter:
 # --------------------------------------------------------------------------------------
 
 
-def build_normflows(kind: str, dim: int, *, normflows_iaf_costs: bool = False) -> FlowAdapter:
+def build_normflows(
+    kind: str,
+    dim: int,
+    *,
+    normflows_iaf_costs: bool = False,
+    layers: int | None = None,
+    hidden: Sequence[int] | None = None,
+) -> FlowAdapter:
     """normflows 1.7.3: ``nf.NormalizingFlow(DiagGaussian(D, trainable=False), flows)``.
 
     ``flows`` is listed noise -> data. MAF: ``MaskedAffineAutoregressive(num_blocks=1,
@@ -193,9 +204,11 @@ def build_normflows(kind: str, dim: int, *, normflows_iaf_costs: bool = False) -
     _check(kind, dim)
     import normflows as nf
 
+    n_layers, widths = architecture(kind, layers, hidden)
     flows: list[torch.nn.Module] = []
     if kind == "maf":
-        for i in range(MAF_LAYERS):
+        _equal_widths("normflows", widths)
+        for i in range(n_layers):
             if i > 0:
                 reverse = nf.flows.Permute(dim, mode="shuffle")
                 with torch.no_grad():
@@ -204,19 +217,19 @@ def build_normflows(kind: str, dim: int, *, normflows_iaf_costs: bool = False) -
                 flows.append(reverse)
             made = nf.flows.MaskedAffineAutoregressive(
                 dim,
-                MAF_HIDDEN[0],
-                num_blocks=len(MAF_HIDDEN) - 1,
+                widths[0],
+                num_blocks=len(widths) - 1,
                 use_residual_blocks=False,
             )
             flows.append(made if normflows_iaf_costs else nf.flows.Reverse(made))
     else:
         first = (dim + 1) // 2  # torch.chunk(2) puts the larger half first
-        for i in range(COUPLING_LAYERS):
+        for i in range(n_layers):
             if i % 2 == 0:
                 n_cond, n_trans, mode = first, dim - first, "channel"
             else:
                 n_cond, n_trans, mode = dim - first, first, "channel_inv"
-            param_map = nf.nets.MLP([n_cond, *COUPLING_HIDDEN, 2 * n_trans])
+            param_map = nf.nets.MLP([n_cond, *widths, 2 * n_trans])
             flows.append(nf.flows.AffineCouplingBlock(param_map, scale_map="exp", split_mode=mode))
 
     base = nf.distributions.DiagGaussian(dim, trainable=False)

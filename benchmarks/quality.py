@@ -35,16 +35,15 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from benchmarks.adapter import FlowAdapter, TorchFlowAdapter
+from benchmarks.adapter import FlowAdapter
 
 __all__ = [
     "DATASETS",
@@ -140,142 +139,24 @@ def load_quality_data(name: str, *, quick: bool = False) -> Any:
 # --------------------------------------------------------------------------------------
 
 
-def _build_invertible(kind: str, dim: int, cfg: QualityConfig, batch_norm: bool) -> FlowAdapter:
-    import invertible
-
-    flow: torch.nn.Module
-    if kind == "maf":
-        flow = invertible.MAF(
-            dim,
-            num_layers=cfg.maf_layers,
-            hidden_features=cfg.maf_hidden,
-            batch_norm=batch_norm,
-            ordering="alternate",
-        )
-    else:
-        flow = invertible.RealNVP(
-            dim,
-            num_layers=cfg.coupling_layers,
-            hidden_features=cfg.coupling_hidden,
-            batch_norm=batch_norm,
-        )
-    name = "invertible-bn" if batch_norm else "invertible"
-    return TorchFlowAdapter(name, flow, flow.log_prob, flow.sample)
-
-
-def _build_zuko(kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
-    import zuko
-
-    flow: torch.nn.Module
-    if kind == "maf":
-        flow = zuko.flows.MAF(dim, transforms=cfg.maf_layers, hidden_features=cfg.maf_hidden)
-    else:
-        flow = zuko.flows.RealNVP(
-            dim, transforms=cfg.coupling_layers, hidden_features=cfg.coupling_hidden
-        )
-
-    def log_prob(x: Tensor) -> Tensor:
-        return flow().log_prob(x)
-
-    def sample(n: int) -> Tensor:
-        return flow().sample((n,))
-
-    return TorchFlowAdapter("zuko", flow, log_prob, sample)
-
-
-def _build_nflows(kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
-    from nflows.distributions.normal import StandardNormal
-    from nflows.flows.base import Flow
-    from nflows.nn.nets import MLP
-    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
-    from nflows.transforms.base import CompositeTransform, Transform
-    from nflows.transforms.coupling import AffineCouplingTransform
-    from nflows.transforms.permutations import ReversePermutation
-
-    from benchmarks.peers import _IgnoreContext
-
-    layers: list[Transform] = []
-    if kind == "maf":
-        if len(set(cfg.maf_hidden)) != 1:
-            raise ValueError("nflows' MADE needs equal hidden widths")
-        for i in range(cfg.maf_layers):
-            if i > 0:
-                layers.append(ReversePermutation(features=dim))
-            layers.append(
-                MaskedAffineAutoregressiveTransform(
-                    features=dim,
-                    hidden_features=cfg.maf_hidden[0],
-                    num_blocks=len(cfg.maf_hidden) - 1,
-                    use_residual_blocks=False,
-                )
-            )
-    else:
-        hidden = list(cfg.coupling_hidden)
-
-        def conditioner(in_features: int, out_features: int) -> torch.nn.Module:
-            return _IgnoreContext(MLP((in_features,), (out_features,), hidden_sizes=hidden))
-
-        for i in range(cfg.coupling_layers):
-            mask = (torch.arange(dim) + i) % 2
-            layers.append(AffineCouplingTransform(mask, conditioner))
-    flow = Flow(CompositeTransform(layers), StandardNormal([dim]))
-    return TorchFlowAdapter("nflows", flow, flow.log_prob, flow.sample)
-
-
-def _build_normflows(kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
-    import normflows as nf
-
-    flows: list[torch.nn.Module] = []
-    if kind == "maf":
-        if len(set(cfg.maf_hidden)) != 1:
-            raise ValueError("normflows' MADE needs equal hidden widths")
-        for i in range(cfg.maf_layers):
-            if i > 0:
-                reverse = nf.flows.Permute(dim, mode="shuffle")
-                with torch.no_grad():
-                    reverse.perm.copy_(torch.arange(dim - 1, -1, -1))
-                    reverse.inv_perm.copy_(torch.arange(dim - 1, -1, -1))
-                flows.append(reverse)
-            made = nf.flows.MaskedAffineAutoregressive(
-                dim,
-                cfg.maf_hidden[0],
-                num_blocks=len(cfg.maf_hidden) - 1,
-                use_residual_blocks=False,
-            )
-            flows.append(nf.flows.Reverse(made))  # one-pass log_prob (see benchmarks.peers)
-    else:
-        first = (dim + 1) // 2
-        for i in range(cfg.coupling_layers):
-            if i % 2 == 0:
-                n_cond, n_trans, mode = first, dim - first, "channel"
-            else:
-                n_cond, n_trans, mode = dim - first, first, "channel_inv"
-            param_map = nf.nets.MLP([n_cond, *cfg.coupling_hidden, 2 * n_trans])
-            flows.append(nf.flows.AffineCouplingBlock(param_map, scale_map="exp", split_mode=mode))
-    model = nf.NormalizingFlow(q0=nf.distributions.DiagGaussian(dim, trainable=False), flows=flows)
-
-    def sample(n: int) -> Tensor:
-        return model.sample(n)[0]
-
-    return TorchFlowAdapter("normflows", model, model.log_prob, sample)
-
-
 def build_model(library: str, kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
-    """A fresh model of ``kind`` (``"maf"``/``"coupling"``) from ``library`` for D = ``dim``."""
+    """A fresh model of ``kind`` (``"maf"``/``"coupling"``) from ``library`` for D = ``dim``:
+    the speed benchmark's builders (:mod:`benchmarks.peers`, :mod:`benchmarks.ours`) at
+    this benchmark's sizes."""
+    from benchmarks.ours import build_invertible
+    from benchmarks.peers import PEER_BUILDERS
+
     if kind not in ("maf", "coupling"):
         raise ValueError(f"unknown kind {kind!r}")
-    if library == "invertible":
-        return _build_invertible(kind, dim, cfg, batch_norm=False)
-    if library == "invertible-bn":
-        return _build_invertible(kind, dim, cfg, batch_norm=True)
-    builders: dict[str, Callable[[str, int, QualityConfig], FlowAdapter]] = {
-        "zuko": _build_zuko,
-        "nflows": _build_nflows,
-        "normflows": _build_normflows,
-    }
-    if library not in builders:
+    if kind == "maf":
+        size = {"layers": cfg.maf_layers, "hidden": cfg.maf_hidden}
+    else:
+        size = {"layers": cfg.coupling_layers, "hidden": cfg.coupling_hidden}
+    if library in ("invertible", "invertible-bn"):
+        return build_invertible(kind, dim, batch_norm=library == "invertible-bn", **size)
+    if library not in PEER_BUILDERS:
         raise ValueError(f"unknown library {library!r}; known: {', '.join(LIBRARIES)}")
-    return builders[library](kind, dim, cfg)
+    return PEER_BUILDERS[library](kind, dim, **size)  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from benchmarks.adapter import architecture, make_optimizer
 from benchmarks.ours import build_invertible
 

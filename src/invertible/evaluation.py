@@ -238,7 +238,10 @@ def _noise_seed(*keys: int) -> int:
 
 def _pixels(pixels: Tensor | np.ndarray) -> Tensor:
     if isinstance(pixels, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(pixels))
+        array = np.ascontiguousarray(pixels)
+        if not array.flags.writeable:  # read-only dataset arrays: torch wants its own copy
+            array = array.copy()
+        return torch.from_numpy(array)
     return pixels
 
 

@@ -9,7 +9,9 @@ Run on demand (not a unit test)::
 
     python -m benchmarks.passes --out results/passes [--threads 2] [--quick]
 
-Prints a markdown table and writes ``passes.md`` and ``passes.png`` to ``--out``. The
+Prints a markdown table and writes ``passes.md`` and ``passes.png`` to ``--out``. Before
+timing, each sequential direction is run both ways on the same input (the same base noise
+for sampling) and the two results must agree to 1e-4 (relative to their scale). The
 naive sequential path at D = 784 is slow (3920 full passes per call): it is timed on a
 small batch (``--naive-batch-784``) and reported per sample.
 """
@@ -54,6 +56,23 @@ def _set_sequential(flow: inv.Flow, method: str) -> None:
             layer.sequential = method
 
 
+def _agreement(flow: inv.Flow, op: str, x: torch.Tensor) -> float:
+    """Max abs difference between the incremental and the naive sequential path on the same
+    input (``log_prob``) or the same base noise (``sample``); raises above 1e-4 (relative
+    to the values' scale)."""
+    outputs = []
+    for method in ("incremental", "naive"):
+        _set_sequential(flow, method)
+        torch.manual_seed(1)
+        outputs.append(flow.log_prob(x) if op == "log_prob" else flow.sample(x.shape[0]))
+    _set_sequential(flow, "incremental")
+    difference = float((outputs[0] - outputs[1]).abs().max())
+    scale = max(1.0, float(outputs[1].abs().max()))
+    if not difference <= 1e-4 * scale:
+        raise AssertionError(f"incremental and naive paths differ by {difference:.2e}")
+    return difference
+
+
 def run(dims: list[int], layers: int, hidden: tuple[int, ...], naive_batch_784: int) -> list[dict]:
     rows = []
     for D in dims:
@@ -70,6 +89,9 @@ def run(dims: list[int], layers: int, hidden: tuple[int, ...], naive_batch_784: 
                 for op in ("log_prob", "sample"):
                     sequential = (name == "MAF") == (op == "sample")
                     methods = ("incremental", "naive") if sequential else ("parallel",)
+                    if sequential:
+                        print(f"{name} D={D} {op}: incremental and naive agree to "
+                              f"{_agreement(flow, op, x[:4]):.1e}")  # fmt: skip
                     for method in methods:
                         if method != "parallel":
                             _set_sequential(flow, method)

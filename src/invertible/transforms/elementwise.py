@@ -87,19 +87,18 @@ class Affine(ElementwiseMap):
         super().__init__()
         self.log_scale_bound = log_scale_bound
 
-    # Written with as few elementwise kernels as possible (each one is a pass over the batch
-    # forward and again backward): one ``unbind`` instead of two selects, the clamp's sign
-    # folded into its scale factor, ``addcmul`` for the forward map.
+    # Few elementwise kernels (each is a pass over the batch forward and again backward):
+    # one ``unbind`` instead of two selects, ``addcmul`` for the forward map.
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         shift, raw = params.unbind(-1)
-        bound = self.log_scale_bound
-        log_scale = raw if bound is None else (raw * (1.0 / bound)).tanh() * bound
+        log_scale = soft_clamp(raw, self.log_scale_bound)
         return torch.addcmul(shift, z, log_scale.exp()), log_scale
 
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = params.unbind(-1)
         bound = self.log_scale_bound
-        neg_log_scale = -raw if bound is None else (raw * (1.0 / bound)).tanh() * -bound
+        # -soft_clamp(raw, bound), with the sign folded into the scale factor (one pass less)
+        neg_log_scale = -raw if bound is None else (raw / bound).tanh() * -bound
         return (x - shift) * neg_log_scale.exp(), neg_log_scale
 
     def extra_repr(self) -> str:

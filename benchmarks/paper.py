@@ -321,12 +321,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m benchmarks.paper``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["paper", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    """Entry point for ``python -m benchmarks.paper`` (= ``python -m benchmarks paper``)."""
+    from benchmarks.__main__ import main as suite_main
+
+    return suite_main(["paper", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

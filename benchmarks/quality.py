@@ -270,6 +270,15 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3f} ± {float(np.std(values, ddof=1)):.3f}"
 
 
+def _test_lls(runs: list[dict[str, Any]], library: str, kind: str, dataset: str) -> list[float]:
+    """Test log-likelihoods of every seed of one (library, kind, dataset)."""
+    return [
+        r["test_ll"]
+        for r in runs
+        if r["library"] == library and r["kind"] == kind and r["dataset"] == dataset
+    ]
+
+
 def write_markdown(payload: dict[str, Any], path: Path) -> None:
     """Write the result table(s) of ``payload`` (as in ``quality.json``) to ``path``."""
     cfg = payload["config"]
@@ -306,11 +315,7 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
             cells = []
             ns = []
             for lib in kind_libs:
-                vals = [
-                    r["test_ll"]
-                    for r in runs
-                    if r["library"] == lib and r["kind"] == kind and r["dataset"] == ds
-                ]
+                vals = _test_lls(runs, lib, kind, ds)
                 ns.append(len(vals))
                 cells.append(_fmt(vals))
             if not any(ns):
@@ -331,11 +336,7 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
                 continue
             row = []
             for lib in kind_libs:
-                vals = [
-                    r["test_ll"]
-                    for r in runs
-                    if r["library"] == lib and r["kind"] == kind and r["dataset"] == ds
-                ]
+                vals = _test_lls(runs, lib, kind, ds)
                 ok = vals and all(math.isfinite(v) for v in vals)
                 row.append(f"{info['oracle'] - float(np.mean(vals)):.3f}" if ok else "—")
             gaps.append(f"| {ds} | " + " | ".join(row) + " |")
@@ -508,13 +509,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m benchmarks.quality``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["quality", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    """Entry point for ``python -m benchmarks.quality`` (= ``python -m benchmarks quality``)."""
+    from benchmarks.__main__ import main as suite_main
+
+    return suite_main(["quality", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(None))
+    raise SystemExit(main())

@@ -15,8 +15,11 @@ non-finite values), by :func:`check_input`; transforms themselves stay lean.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Iterable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -71,6 +74,12 @@ def _shape_str(shape: Iterable[int | str]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
+def _graph_capture() -> bool:
+    """Whether a graph is being captured (``jit.trace``, ``torch.compile``, ``torch.export``),
+    where reading the data to check it would bake a data-dependent branch into the graph."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def check_input(
     name: str,
     value: Tensor,
@@ -109,9 +118,15 @@ def check_input(
             f"{name}: expected a floating-point tensor, got {value.dtype}; "
             f"convert with {name}.float()"
         )
-    if check_finite and _VALIDATE and value.numel() > 0:
-        finite = torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
-        if not bool(finite.all()):
+    if check_finite and _VALIDATE and value.numel() > 0 and not _graph_capture():
+        finite = torch.isfinite(value.flatten(1)).all(dim=1)
+        try:
+            all_finite = bool(finite.all())
+        except RuntimeError as error:  # under torch.func.vmap the values are not readable
+            if "vmap" not in str(error):
+                raise
+            return
+        if not all_finite:
             bad = (~finite).nonzero().flatten()
             rows = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
             raise ValueError(
@@ -245,6 +260,44 @@ class Distribution(Protocol):
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor: ...
 
 
+def _jsonable(value: Any) -> Any:
+    """A constructor argument as JSON: tuples and tensors become lists."""
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _recording_config(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a preset's ``__init__`` so that it records its arguments in ``self.config``.
+
+    The outermost constructor finishes last, so the most derived class's arguments win;
+    defaults are filled in, so a checkpoint rebuilds the flow even if defaults change.
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: Flow, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(signature.parameters)))  # self
+        for name, parameter in signature.parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(arguments.pop(name))
+            elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                arguments.pop(name)
+        self.config = {name: _jsonable(value) for name, value in arguments.items()}
+
+    return wrapper
+
+
 class Flow(nn.Module):
     r"""A normalizing flow: a base density p_Z and an invertible map f: z → x.
 
@@ -278,7 +331,10 @@ class Flow(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Flow.registry[cls.__name__] = cls
+        if not cls.__name__.startswith("_"):
+            Flow.registry[cls.__name__] = cls
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_config(cls.__init__)  # type: ignore[method-assign]
 
     def __init__(self, transform: Transform, base: nn.Module, *, context_features: int = 0) -> None:
         super().__init__()
@@ -297,7 +353,8 @@ class Flow(nn.Module):
         return math.prod(self.event_shape)
 
     # -- validation ------------------------------------------------------------------------
-    def _check_context(self, context: Tensor | None, batch: int | None) -> Tensor | None:
+    def check_context(self, context: Tensor | None, batch: int | None) -> Tensor | None:
+        """Validate a context for ``batch`` rows; a single context row is broadcast."""
         if self.context_features == 0:
             if context is not None:
                 raise ValueError(
@@ -315,23 +372,41 @@ class Flow(nn.Module):
         if batch is not None and context.dim() == 2 and context.shape[0] == 1 and batch != 1:
             context = context.expand(batch, -1)
         check_input("context", context, (self.context_features,), what="context")
+        self._check_dtype("context", context)
         if batch is not None and context.shape[0] != batch:
             raise ValueError(
                 f"context: expected {batch} rows (one per sample), got {context.shape[0]}"
             )
         return context
 
-    def _check_n(self, n: int) -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"n: expected a non-negative int number of samples, got {n!r}")
+    def check_n(self, n: int) -> int:
+        """Validate a number of samples; returns it as a Python ``int``.
 
-    def _check_x(self, x: Tensor) -> None:
+        Any integral number is accepted (``numpy.int64``, a 0-d integer tensor), since
+        counts often come from array arithmetic.
+        """
+        if isinstance(n, Tensor) and n.dim() == 0 and not n.is_floating_point():
+            n = int(n)
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n: expected a non-negative int number of samples, got {n!r}")
+        return int(n)
+
+    def check_input(self, x: Tensor) -> None:
+        """Validate a batch of data points: shape, dtype, finiteness (one clear error)."""
         check_input("x", x, self.event_shape, what="data point")
+        self._check_dtype("x", x)
+
+    # Transitional aliases for the workflow modules, removed when they use the public names.
+    _check_x = check_input
+    _check_n = check_n
+    _check_context = check_context
+
+    def _check_dtype(self, name: str, value: Tensor) -> None:
         dtype = self._dtype()
-        if dtype is not None and x.dtype != dtype:
+        if dtype is not None and value.dtype != dtype:
             raise TypeError(
-                f"x: dtype {x.dtype} does not match the flow's {dtype}; "
-                f"use x.to({dtype}) or flow.to({x.dtype})"
+                f"{name}: dtype {value.dtype} does not match the flow's {dtype}; "
+                f"use {name}.to({dtype}) or flow.to({value.dtype})"
             )
 
     def _dtype(self) -> torch.dtype | None:
@@ -345,16 +420,20 @@ class Flow(nn.Module):
     # -- the public API --------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of each row of ``x`` (shape ``[batch]``), via the inverse x → z."""
-        self._check_x(x)
-        context = self._check_context(context, x.shape[0])
+        self.check_input(x)
+        context = self.check_context(context, x.shape[0])
+        if x.shape[0] == 0:  # valid input; no layer may see it (batch statistics of nothing)
+            return x.new_zeros(0)
         z, ladj = self.transform.inverse(x, context)
         return self.base.log_prob(z, context) + ladj
 
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
         """``n`` reparameterised samples (gradients flow to the parameters), via z → x."""
-        self._check_n(n)
-        context = self._check_context(context, n)
+        n = self.check_n(n)
+        context = self.check_context(context, n)
         z = self.base.rsample(n, context)
+        if n == 0:
+            return z
         return self.transform(z, context)[0]
 
     @torch.no_grad()
@@ -366,16 +445,34 @@ class Flow(nn.Module):
         With ``chunk_size``, samples are drawn ``chunk_size`` at a time, so peak memory stays
         bounded however large ``n`` is (only the output grows).
         """
+        return self.in_chunks(self.rsample, n, context, chunk_size)
+
+    def in_chunks(
+        self,
+        draw: Callable[[int, Tensor | None], Tensor],
+        n: int,
+        context: Tensor | None,
+        chunk_size: int | None,
+    ) -> Tensor:
+        """Call ``draw(m, context_rows)`` on chunks of at most ``chunk_size`` of ``n`` rows.
+
+        Validates ``n``, the context and ``chunk_size`` once and concatenates the chunks;
+        ``chunk_size=None`` draws all ``n`` at once. Used by every ``sample`` method.
+        """
+        n = self.check_n(n)
+        context = self.check_context(context, n)
+        if chunk_size is not None and (
+            not isinstance(chunk_size, numbers.Integral)
+            or isinstance(chunk_size, bool)
+            or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
         if chunk_size is None or n <= chunk_size:
-            return self.rsample(n, context)
-        self._check_n(n)
-        context = self._check_context(context, n)
+            return draw(n, context)
         chunks = []
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
-            chunks.append(
-                self.rsample(stop - start, None if context is None else context[start:stop])
-            )
+        for start in range(0, n, int(chunk_size)):
+            stop = min(start + int(chunk_size), n)
+            chunks.append(draw(stop - start, None if context is None else context[start:stop]))
         return torch.cat(chunks)
 
     @torch.no_grad()
@@ -386,12 +483,12 @@ class Flow(nn.Module):
 
         Example:
             >>> import torch, invertible
-            >>> flow = invertible.RealNVP(2, num_layers=2, hidden_features=(8,))
+            >>> flow = invertible.RealNVP(2, num_layers=2, hidden_features=(8,)).eval()
             >>> flow.log_prob_chunked(torch.zeros(10, 2), chunk_size=3).shape
             torch.Size([10])
         """
-        self._check_x(x)
-        context = self._check_context(context, x.shape[0])
+        self.check_input(x)
+        context = self.check_context(context, x.shape[0])
         with validation(False):  # checked once above, not once per chunk
             return (
                 torch.cat(
@@ -413,9 +510,11 @@ class Flow(nn.Module):
         ``log p(x) = log p_Z(z) - log|det ∂x/∂z|``: no inversion is needed, so for flows
         whose forward is parallel (IAF, couplings) this costs one pass.
         """
-        self._check_n(n)
-        context = self._check_context(context, n)
+        n = self.check_n(n)
+        context = self.check_context(context, n)
         z = self.base.rsample(n, context)
+        if n == 0:
+            return z, z.new_zeros(0)
         log_pz = self.base.log_prob(z, context)
         x, ladj = self.transform(z, context)
         return x, log_pz - ladj

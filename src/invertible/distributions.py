@@ -29,7 +29,7 @@ class _Standard(nn.Module):
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
     def _sum_event(self, values: Tensor) -> Tensor:
-        return values.reshape(values.shape[0], -1).sum(dim=1)
+        return values.flatten(1).sum(dim=1)
 
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}"

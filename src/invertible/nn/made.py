@@ -8,240 +8,41 @@ Design (see :class:`MADE` for the rules):
 
 * **Masks and degrees are buffers**, so random orderings and random connectivity survive
   ``state_dict`` round trips exactly (Pyro #1839 lost them).
-* **No mask multiplication per forward** (single mask set): the weights are *stored
-  already masked*. A gradient hook zeroes the gradient of every masked weight, so an
-  optimizer never moves them; if something else writes into a weight (``load_state_dict``,
-  manual edits), the weight's version counter changes and the mask is re-applied once, in
-  place, before the next pass. The forward pass is a plain ``addmm`` per layer.
-  With ``num_masks > 1`` the weights are shared by several masks, so the current mask is
-  multiplied in once per call (an O(weights) elementwise product, negligible next to the
-  O(batch x weights) matmuls).
-* **Block-sparse products** (single mask set): since hidden units are sorted by degree,
-  every mask is block-triangular, so whole rectangles of each stored (masked) weight are
-  zero. The parallel pass splits the rows of each layer into ``G`` groups and multiplies
-  each group only by the columns its mask reaches (:func:`block_plan`); forward and
-  backward skip the zero rectangles (about (G+1)/(2G) of the dense work for a triangular
-  mask). The parameters are the same full weights (slices of them are used), so
-  checkpoints, the sequential pass and the masks are unaffected. ``G`` is chosen per layer
-  from its size (:attr:`MADE.block_groups` overrides it; 1 gives the dense product).
-* **Sorted hidden degrees**: hidden units are grouped by degree, so every mask is
-  block-triangular. A hidden unit of degree k depends only on the inputs of position <= k;
-  :meth:`MADE.autoregress` uses this to run the *sequential* direction of an autoregressive
-  model (sampling a MAF, inverting an IAF) at the cost of about **one** network pass spread
+* **The mask is applied on every pass**, inside the product (``weight ⊙ mask``): the
+  autoregressive property cannot be broken by what is written into a weight
+  (``param.data`` writes, initialisers, EMA, loaded checkpoints), and the network is an
+  ordinary differentiable PyTorch module (autocast, double backward, ``torch.func``,
+  ``torch.export``, ``jit.trace``).
+* **Block-sparse products**: since hidden units are sorted by degree, every mask is
+  block-triangular. The parallel pass of a large layer skips the zero rectangles
+  (:func:`~invertible.nn.blocksparse.masked_linear`), about (G+1)/(2G) of the dense work.
+* **Sorted hidden degrees** also make the *sequential* direction cheap: a hidden unit of
+  degree k depends only on the inputs of position <= k, so :meth:`MADE.autoregress` runs
+  sampling of a MAF / inversion of an IAF at the cost of about **one** network pass spread
   over D small steps, instead of D full passes.
 """
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "block_plan", "made_ordering"]
+from invertible.nn.blocksparse import DENSE_ABOVE, BlockPlan, auto_groups, masked_linear
+from invertible.nn.masks import (
+    Ordering,
+    connectivity_mask,
+    even_degrees,
+    made_ordering,
+    random_degrees,
+)
+from invertible.nn.mlp import hidden_widths
 
-Ordering = str | Sequence[int] | Tensor
+__all__ = ["MADE", "Ordering", "made_ordering"]
+
 Step = Callable[[int, Tensor], tuple[Tensor, Any]]
-
-
-def made_ordering(
-    features: int, ordering: Ordering = "natural", *, generator: torch.Generator | None = None
-) -> Tensor:
-    """The ordering as a permutation: ``order[t]`` is the coordinate at position ``t + 1``.
-
-    ``"natural"`` (0, 1, ..., D-1), ``"reversed"``, ``"random"`` (drawn from ``generator``),
-    or an explicit permutation of ``range(features)``.
-
-    Example:
-        >>> made_ordering(4, "reversed")
-        tensor([3, 2, 1, 0])
-    """
-    if isinstance(ordering, str):
-        if ordering == "natural":
-            return torch.arange(features)
-        if ordering in ("reversed", "reverse"):
-            return torch.arange(features - 1, -1, -1)
-        if ordering == "random":
-            return torch.randperm(features, generator=generator)
-        raise ValueError(
-            f"ordering: unknown ordering {ordering!r}; choose 'natural', 'reversed', 'random' "
-            "or give a permutation"
-        )
-    order = torch.as_tensor(ordering, dtype=torch.long).flatten()
-    if order.numel() != features or not torch.equal(order.sort().values, torch.arange(features)):
-        raise ValueError(f"ordering: expected a permutation of range({features}), got {ordering}")
-    return order
-
-
-def _even_degrees(width: int, low: int, features: int) -> Tensor:
-    """``width`` sorted degrees spread evenly over [low, D-1] (all 0 when D = 1)."""
-    if features == 1:
-        return torch.zeros(width, dtype=torch.long)
-    return low + torch.arange(width) * (features - low) // width
-
-
-def _random_degrees(width: int, low: int, features: int, generator: torch.Generator) -> Tensor:
-    """``width`` degrees drawn uniformly from [low, D-1] (MADE eq. 11), then sorted."""
-    if features == 1:
-        return torch.zeros(width, dtype=torch.long)
-    return torch.randint(low, features, (width,), generator=generator).sort().values
-
-
-Block = tuple[int, int, int, int]
-
-
-def block_plan(mask: Tensor, groups: int) -> list[Block]:
-    """Row groups of a masked weight and the column range each one needs.
-
-    Splits the ``out`` rows of ``mask`` (``[out, in]``, bool) into ``groups`` contiguous
-    groups of (nearly) equal size and returns ``(row_lo, row_hi, col_lo, col_hi)`` per
-    group: the smallest column range holding every ``True`` entry of those rows
-    (``col_lo == col_hi`` for rows without any). A weight that is zero outside ``mask``
-    satisfies ``x @ W.T == concat_g(x[:, col_lo:col_hi] @ W[rows, col_lo:col_hi].T)``.
-
-    Example:
-        >>> block_plan(torch.ones(4, 4, dtype=torch.bool).tril(), 2)
-        [(0, 2, 0, 2), (2, 4, 0, 4)]
-    """
-    rows, _cols = mask.shape
-    groups = max(1, min(groups, rows))
-    edges = [rows * g // groups for g in range(groups + 1)]
-    plan: list[Block] = []
-    for lo, hi in itertools.pairwise(edges):
-        if hi == lo:
-            continue
-        used = mask[lo:hi].any(dim=0).nonzero().flatten()
-        if used.numel() == 0:
-            plan.append((lo, hi, 0, 0))
-        else:
-            plan.append((lo, hi, int(used[0]), int(used[-1]) + 1))
-    return plan
-
-
-class _Plan:
-    """Block plan of one masked layer (see :func:`block_plan`) and a fast way to zero the
-    masked-out entries of a weight-shaped tensor with it (:meth:`zero_outside`): the
-    rectangles outside the blocks are filled with zeros, and inside each block only the
-    column range ``[p0, p1)`` that holds masked-out entries is multiplied by the mask
-    (``masked_fill_`` with a boolean mask is an order of magnitude slower than either)."""
-
-    __slots__ = ("blocks", "covered", "device", "dtype", "keep", "partial")
-
-    def __init__(self, mask: Tensor, groups: int, dtype: torch.dtype) -> None:
-        self.blocks = block_plan(mask, groups)
-        area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in self.blocks)
-        self.covered = area / max(mask.numel(), 1)  # fraction of the dense product computed
-        self.device, self.dtype = mask.device, dtype
-        self.partial: list[tuple[int, int]] = []
-        self.keep: list[Tensor] = []
-        for r0, r1, c0, c1 in self.blocks:
-            holes = (~mask[r0:r1, c0:c1]).any(dim=0).nonzero().flatten()
-            if holes.numel() == 0:
-                self.partial.append((c0, c0))
-                self.keep.append(mask.new_empty(0, dtype=dtype))
-            else:
-                p0, p1 = c0 + int(holes[0]), c0 + int(holes[-1]) + 1
-                self.partial.append((p0, p1))
-                self.keep.append(mask[r0:r1, p0:p1].to(dtype))
-
-    def matches(self, mask: Tensor, dtype: torch.dtype) -> bool:
-        return self.device == mask.device and self.dtype == dtype
-
-    def zero_outside(self, values: Tensor) -> Tensor:
-        """Zero, in place, the entries of ``values`` (``[out, in]``) outside the mask."""
-        for (r0, r1, c0, c1), (p0, p1), keep in zip(
-            self.blocks, self.partial, self.keep, strict=True
-        ):
-            values[r0:r1, :c0].zero_()
-            values[r0:r1, c1:].zero_()
-            if p1 > p0:
-                values[r0:r1, p0:p1].mul_(keep)
-        return values
-
-
-class _BlockLinear(torch.autograd.Function):
-    """``x @ W.T + b`` computing only the blocks of a :class:`_Plan` (W is zero elsewhere).
-
-    The weight gradient is computed block by block and masked exactly (zero outside the
-    blocks, masked entries inside them zeroed), then announced to the MADE's gradient hook
-    (``clean``), which then has nothing left to do.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, plan, clean):  # type: ignore[override]
-        out = x.new_empty(x.shape[0], weight.shape[0])
-        for r0, r1, c0, c1 in plan.blocks:
-            if c1 > c0:
-                torch.addmm(bias[r0:r1], x[:, c0:c1], weight[r0:r1, c0:c1].t(), out=out[:, r0:r1])
-            else:
-                out[:, r0:r1] = bias[r0:r1]
-        ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.clean = plan, clean
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        plan: _Plan = ctx.plan
-        blocks = plan.blocks
-        grad = grad.contiguous()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = x.new_empty(x.shape)
-            first = max(range(len(blocks)), key=lambda j: blocks[j][3] - blocks[j][2])
-            r0, r1, c0, c1 = blocks[first]
-            grad_x[:, :c0].zero_()
-            grad_x[:, c1:].zero_()
-            if c1 > c0:
-                torch.mm(grad[:, r0:r1], weight[r0:r1, c0:c1], out=grad_x[:, c0:c1])
-            for j, (r0, r1, c0, c1) in enumerate(blocks):
-                if j != first and c1 > c0:
-                    grad_x[:, c0:c1].addmm_(grad[:, r0:r1], weight[r0:r1, c0:c1])
-        if ctx.needs_input_grad[1]:
-            grad_w = weight.new_empty(weight.shape)
-            gt = grad.t()
-            for r0, r1, c0, c1 in blocks:
-                if c1 > c0:
-                    torch.mm(gt[r0:r1], x[:, c0:c1], out=grad_w[r0:r1, c0:c1])
-            plan.zero_outside(grad_w)
-            if ctx.clean is not None:
-                ctx.clean(grad_w)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=0)
-        return grad_x, grad_w, grad_b, None, None
-
-
-_MASK_GROUPS = 8
-"""Row groups of the plan that re-applies masks (finer: less of the weight is multiplied)."""
-
-
-def _auto_groups(rows: int, cols: int, batch: int) -> int:
-    """Row groups of a block-sparse product: 1 (dense) for small products, where the
-    per-block overhead would outweigh the skipped work, else 4 (measured on CPU: 4 beats
-    2 and 8 for MADEs of width 512 from D = 8 to D = 784)."""
-    return 1 if rows * cols * batch < 2**21 else 4
-
-
-_DENSE_ABOVE = 0.85
-"""A block plan covering more than this fraction of the weight is not worth its overhead."""
-
-
-def _mask_hook(module_ref: weakref.ref, index: int) -> Callable[[Tensor], Tensor | None]:
-    def hook(grad: Tensor) -> Tensor | None:
-        module = module_ref()
-        if module is None or module.num_masks != 1:
-            return None
-        # A gradient produced (and masked) by the block-sparse product alone is passed
-        # through; anything else (dense or sequential passes, sums of several) is masked.
-        if module._clean.pop(index, None) == (grad.data_ptr(), grad._version, grad.shape):
-            return None
-        return module._zero_masked(index, grad.clone())
-
-    return hook
 
 
 class MADE(nn.Module):
@@ -313,7 +114,7 @@ class MADE(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        hidden_features = tuple(int(h) for h in hidden_features)
+        hidden_features = hidden_widths(hidden_features)
         if features < 1:
             raise ValueError(f"features: expected at least 1, got {features}")
         if not hidden_features:
@@ -361,19 +162,19 @@ class MADE(nn.Module):
         for k in range(num_masks):
             if k == 0:
                 order = made_ordering(features, ordering, generator=generator)
-                hidden = [_even_degrees(w, low, features) for w in widths]
+                hidden = [even_degrees(w, low, features) for w in widths]
                 if num_blocks > 0:
                     hidden = [hidden[0]] * len(widths)
             else:
                 order = torch.randperm(features, generator=generator)
-                first = _random_degrees(widths[0], low, features, generator)
+                first = random_degrees(widths[0], low, features, generator)
                 hidden = [first]
                 for w in widths[1:]:
                     if num_blocks > 0:
                         hidden.append(first)
                     else:
                         lo = int(hidden[-1].min()) if hidden[-1].numel() else low
-                        hidden.append(_random_degrees(w, lo, features, generator))
+                        hidden.append(random_degrees(w, lo, features, generator))
             orders.append(order)
             degree_sets.append(hidden)
         order = torch.stack(orders)  # [K, D]
@@ -394,27 +195,23 @@ class MADE(nn.Module):
                 masks.append(self._build_mask(index, positions[k], degree_sets[k]))
             self.register_buffer(f"mask_{index}", torch.stack(masks))
         self._reset_parameters()
-        self._versions: list[tuple[int, int]] = [(-1, -1)] * len(self.layers)
-        self._hooked: dict[int, int] = {}
         self.block_groups: int | None = None
         """Row groups of the block-sparse parallel pass (``None``: chosen per layer from its
-        size; 1: dense products). Only used with a single mask set."""
-        self.step_counter = 0  # number of network passes (see ``autoregress``), for benchmarks
+        size; 1: dense products)."""
         # Python-side copies of the integer structure (ordering, degree blocks, current mask),
         # so the sequential loop never reads device tensors (works on ``meta`` and avoids GPU
         # synchronisations); refreshed whenever a state dict is loaded.
         self._refresh()
-        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self.register_load_state_dict_post_hook(self._after_load)
 
     # -- construction ----------------------------------------------------------------------
     def _build_mask(self, index: int, positions: Tensor, hidden: list[Tensor]) -> Tensor:
-        layers = len(self.layers)
         if index == 0:
-            return hidden[0][:, None] >= positions[None, :]
-        if index == layers - 1:
+            return connectivity_mask(hidden[0], positions, strict=False)
+        if index == len(self.layers) - 1:
             out = positions.repeat_interleave(self.num_params)  # row i*P + p -> coordinate i
-            return out[:, None] > hidden[-1][None, :]
-        return hidden[index][:, None] >= hidden[index - 1][None, :]
+            return connectivity_mask(out, hidden[-1], strict=True)
+        return connectivity_mask(hidden[index], hidden[index - 1], strict=False)
 
     @torch.no_grad()
     def _reset_parameters(self) -> None:
@@ -429,12 +226,9 @@ class MADE(nn.Module):
             bound = fan_in.rsqrt()
             layer.weight.uniform_(-1, 1).mul_(bound)
             layer.bias.uniform_(-1, 1).mul_(bound.squeeze(1))
-            if self.num_masks == 1:
-                layer.weight.masked_fill_(~mask, 0)
 
     def _refresh(self) -> None:
-        self._plans: dict[tuple[int, int], _Plan] = {}
-        self._clean: dict[int, tuple[int, int, torch.Size]] = {}
+        self._plans: dict[tuple[int, int, int], BlockPlan] = {}
         if self.orderings.device.type == "meta":
             return
         self._mask = int(self.mask_index)
@@ -453,48 +247,31 @@ class MADE(nn.Module):
     def _masks(self) -> list[Tensor]:
         return [getattr(self, f"mask_{i}") for i in range(len(self.layers))]
 
-    def _cached_plan(self, index: int, groups: int) -> _Plan:
-        mask, dtype = self._masks[index][0], self.layers[index].weight.dtype
-        plan = self._plans.get((index, groups))
-        if plan is None or not plan.matches(mask, dtype):
-            plan = self._plans[index, groups] = _Plan(mask, groups, dtype)
-        return plan
+    def _after_load(self, module: nn.Module, incompatible_keys: Any) -> None:
+        """Load-state-dict post hook (a method, so the module pickles)."""
+        self._refresh()
 
-    def _zero_masked(self, index: int, values: Tensor) -> Tensor:
-        """Zero, in place, the entries of ``values`` outside layer ``index``'s mask."""
-        mask = self._masks[index][0]
-        if mask.device.type == "meta":  # no data: no plan can be computed
-            return values.masked_fill_(~mask, 0)
-        return self._cached_plan(index, _MASK_GROUPS).zero_outside(values)
-
-    def _plan(self, index: int, batch: int) -> _Plan | None:
-        """Block plan of layer ``index`` for the parallel pass, or ``None`` for dense."""
-        if self.num_masks != 1 or self.orderings.device.type == "meta":
+    def _plan(self, index: int, batch: int) -> BlockPlan | None:
+        """Block plan of layer ``index`` under the current mask, or ``None`` for dense."""
+        if self.orderings.device.type == "meta":
             return None
         weight = self.layers[index].weight
         groups = self.block_groups
         if groups is None:
-            groups = _auto_groups(weight.shape[0], weight.shape[1], batch)
+            groups = auto_groups(weight.shape[0], weight.shape[1], batch)
         if groups <= 1:
             return None
-        plan = self._cached_plan(index, groups)
-        return None if plan.covered > _DENSE_ABOVE else plan
-
-    def _linear(self, index: int, h: Tensor, weight: Tensor) -> Tensor:
-        plan = self._plan(index, h.shape[0]) if h.dim() == 2 else None
+        key = (index, self._mask, groups)
+        plan = self._plans.get(key)
         if plan is None:
-            return F.linear(h, weight, self.layers[index].bias)
-        clean = None
-        if weight.requires_grad and torch.is_grad_enabled():
-            self._clean.pop(index, None)
-            ref = weakref.ref(self)
+            plan = self._plans[key] = BlockPlan(self._masks[index][self._mask], groups)
+        return None if plan.covered > DENSE_ABOVE else plan
 
-            def clean(grad_w: Tensor, ref: weakref.ref = ref, index: int = index) -> None:
-                module = ref()
-                if module is not None:
-                    module._clean[index] = (grad_w.data_ptr(), grad_w._version, grad_w.shape)
-
-        return _BlockLinear.apply(h, weight, self.layers[index].bias, plan, clean)
+    def _linear(self, index: int, h: Tensor) -> Tensor:
+        layer = self.layers[index]
+        mask = self._masks[index][self._mask]
+        plan = self._plan(index, h.shape[0] if h.dim() == 2 else h.numel() // h.shape[-1])
+        return masked_linear(h, layer.weight, layer.bias, mask, plan)
 
     # -- masks -----------------------------------------------------------------------------
     @property
@@ -511,11 +288,17 @@ class MADE(nn.Module):
         """Degrees of the hidden units of ``layer`` under the current mask (sorted)."""
         return getattr(self, f"hidden_degrees_{layer}")[self._mask]
 
-    def set_mask(self, index: int) -> None:
-        """Use connectivity-agnostic mask ``index`` (0..num_masks-1) from now on."""
+    def set_mask(self, index: int, *, persistent: bool = True) -> None:
+        """Use connectivity-agnostic mask ``index`` (0..num_masks-1) from now on.
+
+        ``persistent=False`` switches without writing the ``mask_index`` buffer (so without
+        an in-place write that ``torch.func`` transforms refuse): for a temporary switch,
+        such as averaging over the masks, that is undone before returning.
+        """
         if not 0 <= index < self.num_masks:
             raise ValueError(f"index: expected 0..{self.num_masks - 1}, got {index}")
-        self.mask_index.fill_(index)
+        if persistent:
+            self.mask_index.fill_(index)
         self._mask = index
 
     def next_mask(self) -> int:
@@ -524,36 +307,10 @@ class MADE(nn.Module):
         self.set_mask(index)
         return index
 
-    def _register_hooks(self) -> None:
-        for index, layer in enumerate(self.layers):
-            weight = layer.weight
-            if self._hooked.get(index) != id(weight) and weight.requires_grad:
-                weight.register_hook(_mask_hook(weakref.ref(self), index))
-                self._hooked[index] = id(weight)
-
     def weights(self) -> list[Tensor]:
-        """The effective (masked) weight of every linear layer under the current mask.
-
-        With one mask the stored weights *are* the masked weights (re-masked in place only
-        when their version counter shows an outside write); with several masks the current
-        mask is multiplied in.
-        """
-        masks = self._masks
-        if self.num_masks > 1:
-            k = self._mask
-            return [layer.weight * mask[k] for layer, mask in zip(self.layers, masks)]
-        self._register_hooks()
-        weights = []
-        for index, (layer, _mask) in enumerate(zip(self.layers, masks)):
-            weight = layer.weight
-            # An outside write (optimizer step, load_state_dict, .to()) changes the version
-            # counter or the storage: re-apply the mask once, in place.
-            if (weight._version, weight.data_ptr()) != self._versions[index]:
-                with torch.no_grad():
-                    self._zero_masked(index, weight)
-                self._versions[index] = (weight._version, weight.data_ptr())
-            weights.append(weight)
-        return weights
+        """The effective weight ``weight ⊙ mask`` of every linear layer, current mask."""
+        k = self._mask
+        return [layer.weight * mask[k] for layer, mask in zip(self.layers, self._masks)]
 
     def _context_terms(self, context: Tensor | None, batch: int) -> list[Tensor | None]:
         if self.context is None:
@@ -567,30 +324,31 @@ class MADE(nn.Module):
 
     # -- parallel pass ---------------------------------------------------------------------
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """All conditionals' parameters in one pass: ``[batch, D, num_params]``."""
-        self.step_counter += 1
-        weights = self.weights()
-        layers = self.layers
+        """All conditionals' parameters in one pass: ``[batch, D, num_params]``.
+
+        Under autocast the products run in the autocast precision; the output is returned
+        in the dtype of ``x``, so the elementwise maps and log-determinants that use it
+        stay in full precision.
+        """
         ctx = self._context_terms(context, x.shape[0])
-        act = self.activation
-        linear = self._linear
-        h = linear(0, x, weights[0])
+        act, linear, last = self.activation, self._linear, len(self.layers) - 1
+        h = linear(0, x)
         if ctx[0] is not None:
             h = h + ctx[0]
         if self.num_blocks == 0:
-            for i in range(1, len(layers) - 1):
-                h = linear(i, act(h), weights[i])
+            for i in range(1, last):
+                h = linear(i, act(h))
                 if ctx[i] is not None:
                     h = h + ctx[i]
         else:
             for b in range(self.num_blocks):
                 i = 1 + 2 * b
-                t = linear(i, act(h), weights[i])
+                t = linear(i, act(h))
                 if ctx[1 + b] is not None:
                     t = t + ctx[1 + b]
-                h = h + linear(i + 1, act(t), weights[i + 1])
-        out = linear(len(layers) - 1, act(h), weights[-1])
-        return out.view(x.shape[0], self.features, self.num_params)
+                h = h + linear(i + 1, act(t))
+        out = linear(last, act(h))
+        return out.view(x.shape[0], self.features, self.num_params).to(x.dtype)
 
     # -- sequential direction --------------------------------------------------------------
     def autoregress(
@@ -630,11 +388,16 @@ class MADE(nn.Module):
         """
         if like is None:
             like = self.layers[0].weight
-        if method == "naive":
-            return self._autoregress_naive(step, batch, context, like)
-        if method != "incremental":
+        if method not in ("incremental", "naive"):
             raise ValueError(f"method: expected 'incremental' or 'naive', got {method!r}")
-        return self._autoregress_incremental(step, batch, context, like)
+        run = self._autoregress_naive if method == "naive" else self._autoregress_incremental
+        device = like.device.type
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            # The sequential pass accumulates in place, in the parameters' precision (its D
+            # small products gain nothing from bf16).
+            with torch.autocast(device, enabled=False):
+                return run(step, batch, context, like)
+        return run(step, batch, context, like)
 
     def _autoregress_naive(
         self, step: Step, batch: int, context: Tensor | None, like: Tensor
@@ -652,7 +415,6 @@ class MADE(nn.Module):
     def _autoregress_incremental(
         self, step: Step, batch: int, context: Tensor | None, like: Tensor
     ) -> tuple[Tensor, list[Any]]:
-        self.step_counter += 1
         D, P = self.features, self.num_params
         weights = self.weights()
         layers, act = self.layers, self.activation

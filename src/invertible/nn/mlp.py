@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "hidden_widths"]
+
+
+def hidden_widths(value: Sequence[int], name: str = "hidden_features") -> tuple[int, ...]:
+    """Validate a sequence of hidden-layer widths; returns it as a tuple of ints.
+
+    A string is refused (``"64"`` would otherwise read as the widths 6 and 4), and so is a
+    single number, a non-integer or a width below 1.
+
+    Example:
+        >>> hidden_widths([64, 64])
+        (64, 64)
+        >>> hidden_widths("64")
+        Traceback (most recent call last):
+        ...
+        TypeError: hidden_features: expected a sequence of ints such as (64, 64), got '64'
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name}: expected a sequence of ints such as (64, 64), got {value!r}")
+    widths = []
+    for width in value:
+        if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"{name}: every width must be a positive int, got {list(value)}")
+        widths.append(int(width))
+    return tuple(widths)
 
 
 class MLP(nn.Sequential):
@@ -43,7 +68,7 @@ class MLP(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = []
         width = in_features
-        for hidden in hidden_features:
+        for hidden in hidden_widths(hidden_features):
             layers += [nn.Linear(width, hidden), activation()]
             width = hidden
         last = nn.Linear(width, out_features)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,10 +39,6 @@ def _layer_ordering(ordering: Ordering, index: int) -> Ordering:
     return ordering
 
 
-def _json_ordering(ordering: Ordering) -> Any:
-    return ordering if isinstance(ordering, str) else [int(i) for i in ordering]
-
-
 class _MaskAveraging:
     """Flow mixin: connectivity-agnostic ensembles over the MADEs' K masks."""
 
@@ -52,10 +47,10 @@ class _MaskAveraging:
     def _mades(self) -> list[MADE]:
         return [m for m in self.modules() if isinstance(m, MADE) and m.num_masks > 1]  # type: ignore[attr-defined]
 
-    def set_mask(self, index: int) -> None:
+    def set_mask(self, index: int, *, persistent: bool = True) -> None:
         """Use mask ``index`` in every connectivity-agnostic MADE of the flow."""
         for made in self._mades():
-            made.set_mask(index)
+            made.set_mask(index, persistent=persistent)
 
     def next_mask(self) -> int:
         """Move every MADE to the next mask (done by ``log_prob`` in training mode)."""
@@ -79,9 +74,9 @@ class _MaskAveraging:
         current = self._mades()[0].current_mask
         values = []
         for k in range(self.num_masks):
-            self.set_mask(k)
+            self.set_mask(k, persistent=False)
             values.append(log_prob(x, context))
-        self.set_mask(current)
+        self.set_mask(current, persistent=False)
         return torch.logsumexp(torch.stack(values), dim=0) - math.log(self.num_masks)
 
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
@@ -89,8 +84,8 @@ class _MaskAveraging:
         rsample = super().rsample  # type: ignore[misc]
         if self.num_masks == 1 or self.training:  # type: ignore[attr-defined]
             return rsample(n, context)
-        self._check_n(n)  # type: ignore[attr-defined]
-        context = self._check_context(context, n)  # type: ignore[attr-defined]
+        n = self.check_n(n)  # type: ignore[attr-defined]
+        context = self.check_context(context, n)  # type: ignore[attr-defined]
         current = self._mades()[0].current_mask
         choice = torch.randint(self.num_masks, (n,))
         out: Tensor | None = None
@@ -98,13 +93,13 @@ class _MaskAveraging:
             index = (choice == k).nonzero().flatten()
             if index.numel() == 0:
                 continue
-            self.set_mask(k)
+            self.set_mask(k, persistent=False)
             ctx = None if context is None else context[index.to(context.device)]
             part = rsample(index.numel(), ctx)
             if out is None:
                 out = part.new_zeros(n, *part.shape[1:])
             out = out.index_copy(0, index.to(part.device), part)
-        self.set_mask(current)
+        self.set_mask(current, persistent=False)
         if out is None:  # n == 0
             return rsample(0, context)
         return out
@@ -113,7 +108,7 @@ class _MaskAveraging:
         """Samples and their log-density (the ensemble's, in eval mode with K masks)."""
         if self.num_masks == 1 or self.training:  # type: ignore[attr-defined]
             return super().sample_and_log_prob(n, context)  # type: ignore[misc]
-        context = self._check_context(context, n)  # type: ignore[attr-defined]
+        context = self.check_context(context, n)  # type: ignore[attr-defined]
         x = self.rsample(n, context)
         return x, self.log_prob(x, context)
 
@@ -281,16 +276,6 @@ class GaussianAR(_MaskAveraging, Flow):
         )
         super().__init__(layer, StandardNormal(features), context_features=context_features)
         self.num_masks = num_masks
-        self.config = {
-            "features": features,
-            "hidden_features": list(hidden_features),
-            "ordering": _json_ordering(ordering),
-            "num_masks": num_masks,
-            "context_features": context_features,
-            "num_blocks": num_blocks,
-            "log_scale_bound": log_scale_bound,
-            "seed": seed,
-        }
 
     def conditionals(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(μ, α) of every conditional p(x_i | x_<i), each ``[batch, D]`` (one pass)."""
@@ -354,17 +339,6 @@ class MADEMoG(_MaskAveraging, Flow):
         )
         super().__init__(Compose([]), base, context_features=context_features)
         self.num_masks = num_masks
-        self.config = {
-            "features": features,
-            "components": components,
-            "hidden_features": list(hidden_features),
-            "ordering": _json_ordering(ordering),
-            "num_masks": num_masks,
-            "context_features": context_features,
-            "num_blocks": num_blocks,
-            "log_scale_bound": log_scale_bound,
-            "seed": seed,
-        }
 
 
 class MAF(_MaskAveraging, Flow):
@@ -449,19 +423,6 @@ class MAF(_MaskAveraging, Flow):
             base = StandardNormal(features)
         super().__init__(Compose(layers), base, context_features=context_features)
         self.num_masks = num_masks
-        self.config = {
-            "features": features,
-            "num_layers": num_layers,
-            "hidden_features": list(hidden_features),
-            "batch_norm": batch_norm,
-            "mog_components": mog_components,
-            "ordering": _json_ordering(ordering),
-            "context_features": context_features,
-            "num_blocks": num_blocks,
-            "num_masks": num_masks,
-            "log_scale_bound": log_scale_bound,
-            "seed": seed,
-        }
 
 
 class IAF(_MaskAveraging, Flow):
@@ -524,14 +485,3 @@ class IAF(_MaskAveraging, Flow):
             Compose(layers), StandardNormal(features), context_features=context_features
         )
         self.num_masks = 1
-        self.config = {
-            "features": features,
-            "num_layers": num_layers,
-            "hidden_features": list(hidden_features),
-            "gated": gated,
-            "ordering": _json_ordering(ordering),
-            "context_features": context_features,
-            "num_blocks": num_blocks,
-            "log_scale_bound": log_scale_bound,
-            "seed": seed,
-        }

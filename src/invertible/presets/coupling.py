@@ -58,13 +58,6 @@ class NICE(Flow):
         super().__init__(
             Compose(layers), make_base(base, features), context_features=context_features
         )
-        self.config = {
-            "features": features,
-            "num_layers": num_layers,
-            "hidden_features": list(hidden_features),
-            "base": base,
-            "context_features": context_features,
-        }
 
 
 class RealNVP(Flow):
@@ -125,14 +118,3 @@ class RealNVP(Flow):
         super().__init__(
             Compose(layers), make_base(base, features), context_features=context_features
         )
-        self.config = {
-            "features": features,
-            "num_layers": num_layers,
-            "hidden_features": list(hidden_features),
-            "batch_norm": batch_norm,
-            "mask": mask,
-            "log_scale_bound": log_scale_bound,
-            "base": base,
-            "context_features": context_features,
-            "seed": seed,
-        }

@@ -32,17 +32,24 @@ class _ImageFlow(Flow):
 
     @torch.no_grad()
     def sample(  # type: ignore[override]
-        self, n: int, context: Tensor | None = None, *, temperature: float = 1.0
+        self,
+        n: int,
+        context: Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        chunk_size: int | None = None,
     ) -> Tensor:
         """``n`` images in (0, 1); ``temperature`` T scales the base noise, z = T·ε.
 
         T < 1 trades diversity for sample quality (RealNVP/Glow's reduced-temperature
-        samples); T = 1 samples the model itself.
+        samples); T = 1 samples the model itself. ``chunk_size`` bounds peak memory.
         """
-        self._check_n(n)
-        context = self._check_context(context, n)
-        z = self.base.rsample(n, context) * temperature
-        return self.transform(z, context)[0]
+
+        def draw(m: int, rows: Tensor | None) -> Tensor:
+            z = self.base.rsample(m, rows) * temperature
+            return self.transform(z, rows)[0] if m else z
+
+        return self.in_chunks(draw, n, context, chunk_size)
 
     def bits_per_dim(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Bits/dim of each dequantized image ``x`` ∈ [0, 1) (shape ``[batch]``)."""
@@ -117,20 +124,6 @@ class RealNVPImage(_ImageFlow):
         )
         super().__init__(Compose([model, Logit(lam)]), StandardNormal(shape))
         self.levels = levels
-        self.config = {
-            "shape": list(shape),
-            "num_scales": num_scales,
-            "blocks_per_scale": blocks_per_scale,
-            "channels": channels,
-            "couplings_per_scale": couplings_per_scale,
-            "final_couplings": final_couplings,
-            "lam": lam,
-            "normalization": normalization,
-            "flow_norm": flow_norm,
-            "log_scale": log_scale,
-            "log_scale_bound": log_scale_bound,
-            "levels": levels,
-        }
 
 
 class NICEImage(_ImageFlow):
@@ -183,14 +176,6 @@ class NICEImage(_ImageFlow):
             layers.append(Logit(lam))
         super().__init__(Compose(layers), make_base(base, shape))
         self.levels = levels
-        self.config = {
-            "shape": list(shape),
-            "num_layers": num_layers,
-            "hidden_features": list(hidden_features),
-            "base": base,
-            "lam": lam,
-            "levels": levels,
-        }
 
 
 def save_image_grid(

@@ -111,7 +111,7 @@ class Coupling(Transform):
         # Position of every coordinate in cat([kept, changed]): undoes the split in one gather.
         self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
         self._refresh_slices()
-        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_slices())
+        self.register_load_state_dict_post_hook(self._after_load)
         self.elementwise = elementwise
         self.net = net or MLP(
             len(kept) + context_features,
@@ -130,8 +130,14 @@ class Coupling(Transform):
             if kept is not None and changed is not None:
                 self._slices = (kept, changed)
 
+    def _after_load(self, module: nn.Module, incompatible_keys: object) -> None:
+        """Load-state-dict post hook (a method, so the layer pickles)."""
+        self._refresh_slices()
+
     def _params(self, kept: Tensor, context: Tensor | None) -> Tensor:
-        params = self.net(kept, context)
+        # Under autocast the conditioner runs in low precision; the elementwise map and its
+        # log-determinant run in the dtype of the data.
+        params = self.net(kept, context).to(kept.dtype)
         return params.view(kept.shape[0], self.changed.numel(), self.elementwise.num_params)
 
     def _run(

@@ -45,7 +45,7 @@ __all__ = [
 
 
 def _sum_event(values: Tensor) -> Tensor:
-    return values.reshape(values.shape[0], -1).sum(dim=1)
+    return values.flatten(1).sum(dim=1)
 
 
 def squeeze2x2(x: Tensor) -> Tensor:
@@ -183,8 +183,13 @@ class ImageCoupling(Transform):
         if log_scale == "tanh" and isinstance(elementwise, Affine):
             self.scale_factor = nn.Parameter(torch.ones(changed_channels, 1, 1))
 
-    def _params(self, raw: Tensor) -> Tensor:
-        """``[B, P·C', H, W]`` network output → ``[B, C', H, W, P]`` parameters."""
+    def _params(self, raw: Tensor, like: Tensor) -> Tensor:
+        """``[B, P·C', H, W]`` network output → ``[B, C', H, W, P]`` parameters.
+
+        Cast to the dtype of the data ``like``: under autocast the network runs in low
+        precision, the elementwise map and its log-determinant do not.
+        """
+        raw = raw.to(like.dtype)
         b, _, h, w = raw.shape
         num_params = self.elementwise.num_params
         params = raw.view(b, self.changed_channels, num_params, h, w).movedim(2, -1)
@@ -257,7 +262,7 @@ class CheckerboardCoupling(ImageCoupling):
         b, _, h, w = values.shape
         kept = checkerboard_mask(h, w, self.parity, device=values.device)
         mask = kept.to(values.dtype).expand(b, 1, h, w)
-        params = self._params(self.net(torch.cat([values * mask, mask], dim=1)))
+        params = self._params(self.net(torch.cat([values * mask, mask], dim=1)), values)
         step = self.elementwise.inverse if inverse else self.elementwise.forward
         changed, ladj = step(values, params)
         out = torch.where(kept, values, changed)
@@ -331,7 +336,7 @@ class ChannelCoupling(ImageCoupling):
     def _run(self, values: Tensor, *, inverse: bool) -> tuple[Tensor, Tensor]:
         first, second = values[:, : self.split], values[:, self.split :]
         kept, changed = (second, first) if self.parity else (first, second)
-        params = self._params(self.net(kept))
+        params = self._params(self.net(kept), values)
         step = self.elementwise.inverse if inverse else self.elementwise.forward
         changed, ladj = step(changed, params)
         parts = (changed, kept) if self.parity else (kept, changed)

@@ -115,7 +115,8 @@ class BatchNorm(Transform):
     The generative direction (z → x) inverts the map with the running averages, the only
     statistics available when sampling; so in training mode ``inverse`` and ``forward`` use
     different statistics, and the exact round trip holds in eval mode. Both directions are
-    one parallel pass.
+    one parallel pass. Training mode refuses a batch of one (no statistics to compute);
+    an empty batch uses the running averages and leaves them unchanged.
 
     Args:
         features: number of features (or channels) along dimension 1.
@@ -139,8 +140,16 @@ class BatchNorm(Transform):
         self.register_buffer("running_var", torch.ones(features))
 
     def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.training:
+        # An empty batch has no statistics: it is passed through with the running averages
+        # and leaves them untouched (a NaN mean would poison them for good).
+        if not self.training or x.shape[0] == 0:
             return self.running_mean, self.running_var
+        if x.numel() == x.shape[1]:
+            raise ValueError(
+                "BatchNorm: batch statistics need at least 2 values per feature, got a batch "
+                "of one in training mode; use a larger batch, or call flow.eval() to use the "
+                "running averages"
+            )
         var, mean = torch.var_mean(x, dim=_reduce_dims(x), unbiased=False)
         with torch.no_grad():
             self.running_mean.lerp_(mean.detach(), self.momentum)

@@ -174,7 +174,7 @@ class Logit(Transform):
         self.lam = float(lam)
 
     def _sum(self, values: Tensor) -> Tensor:
-        return values.reshape(values.shape[0], -1).sum(dim=1)
+        return values.flatten(1).sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scale = 1.0 - 2.0 * self.lam

@@ -10,6 +10,7 @@ import torch
 
 import invertible
 from invertible import checkpoint as ckpt
+from invertible.catalog import MODELS, ModelUnavailableError, build_model
 from invertible.checkpoint import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -18,19 +19,6 @@ from invertible.checkpoint import (
     NonFiniteStateError,
     UnknownModelError,
 )
-from invertible.models import MODELS, ModelUnavailableError, build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 VECTOR_MODELS = [name for name, spec in MODELS.items() if not spec.image]
 

@@ -15,16 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from invertible.models import build_model
+from invertible.catalog import build_model
 from invertible.training import compile_flow, fit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data() -> SimpleNamespace:

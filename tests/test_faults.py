@@ -19,17 +19,9 @@ from safetensors.torch import load_file
 
 import invertible
 from invertible import checkpoint as ckpt
+from invertible.catalog import build_model
 from invertible.checkpoint import CheckpointMismatchError, NonFiniteStateError
-from invertible.models import build_model
 from invertible.training import TrainConfig, Trainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data() -> SimpleNamespace:

@@ -10,20 +10,9 @@ import pytest
 import torch
 
 import invertible
+from invertible.catalog import build_model
 from invertible.data import load_dataset
-from invertible.models import build_model
 from invertible.training import TrainConfig, Trainer, fit, refresh_batchnorm
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

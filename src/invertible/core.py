@@ -334,6 +334,9 @@ class Flow(nn.Module):
                 f"use x.to({dtype}) or flow.to({x.dtype})"
             )
 
+    def check_input(self, x: Tensor) -> None:
+        self._check_x(x)
+
     def _dtype(self) -> torch.dtype | None:
         for tensor in self.parameters():
             return tensor.dtype

@@ -32,8 +32,8 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        import invertible.reports.distillation as reports  # noqa: PLC0415 (matplotlib, lazily)
-        import invertible.reports.plots as plots  # noqa: PLC0415
+        import invertible.reports.distillation as reports
+        import invertible.reports.plots as plots
 
         return getattr(reports if name == "distillation_report" else plots, name)
     if name not in _MOVED:

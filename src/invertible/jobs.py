@@ -145,6 +145,9 @@ def train_job(
     flow = build_model(model, features, size=size, seed=seed, **extra_args)
     if not resume and not image:
         initialize_from_data(flow, dataset.train)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if device:
         flow.to(torch.device(device))
     meta = data_metadata(dataset, options=reload)
@@ -154,7 +157,6 @@ def train_job(
             f"{model}: {type(flow).__name__} with {n_params:,} parameters on "
             f"{dataset.name} (D={dataset.features}, N_train={len(dataset.train)})"
         )
-    out_dir = Path(out) if out is not None else None
     result = fit(
         flow, dataset, out_dir=out_dir, progress=progress, resume=resume, data_meta=meta,
         seed=seed, save_model=False, **train_options,
@@ -258,6 +260,8 @@ def distill_job(
     teacher_flow = load(teacher, map_location=device)
     dataset, reload = checkpoint_dataset(teacher_flow, data, data_dir=data_dir, what=str(teacher))
     check_data_matches(teacher_flow, dataset.test[:1], f"dataset {dataset.name!r}")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     hidden_features = tuple(hidden)
     if same_ordering or loss == "closed-form":
@@ -279,7 +283,6 @@ def distill_job(
     )  # fmt: skip
     test = evaluate(student, dataset)
     teacher_test = evaluate(teacher_flow, dataset)
-    out_dir = Path(out)
     summary = {
         "teacher": str(teacher),
         "student": type(student).__name__,

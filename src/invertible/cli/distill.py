@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from invertible.cli.common import CLIError, check_writable, ensure_writable_dir
+from invertible.cli.common import CLIError, check_writable
 from invertible.distillation import LOSSES
 from invertible.jobs import distill_job
 from invertible.reports.plots import kl_curve_figure
@@ -78,7 +78,7 @@ def distill_command(
         )
     check_writable(out)
     job = distill_job(
-        teacher, ensure_writable_dir(out), data=data, steps=steps, loss=loss, layers=layers,
+        teacher, out, data=data, steps=steps, loss=loss, layers=layers,
         hidden=tuple(hidden or (512, 512)), batch_size=batch_size, lr=lr,
         same_ordering=same_ordering, data_anchor=data_anchor, anchor_every=anchor_every,
         anchor_batch_size=anchor_batch_size, seed=seed, data_dir=data_dir, device=device,

@@ -12,7 +12,6 @@ from invertible.catalog import model_spec
 from invertible.cli.common import (
     CLIError,
     check_writable,
-    ensure_writable_dir,
     join_torchrun,
     parse_options,
     set_threads,
@@ -96,7 +95,7 @@ def train(
         )
     check_writable(out)
     job = train_job(
-        model, data, size=size, seed=seed, out=ensure_writable_dir(out), data_dir=data_dir,
+        model, data, size=size, seed=seed, out=out, data_dir=data_dir,
         option=parse_options(option), resume=resume, device=device, progress=progress,
         is_main=dist_ctx is None or dist_ctx.is_main, announce=typer.echo,
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

@@ -26,7 +26,7 @@ from typing import Any
 CHILD = r"""
 import json, sys
 import torch
-from invertible.models import build_model
+from invertible.catalog import build_model
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)

@@ -185,3 +185,22 @@ def test_load_to_device_and_eval_mode(tmp_path: Path) -> None:
     invertible.save(flow, tmp_path / "c")
     again = invertible.load(tmp_path / "c", map_location="cpu")
     assert not again.training
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: invertible.MAF(3, num_layers=2, hidden_features=(8,)),
+        lambda: invertible.RealNVP(3, num_layers=2, hidden_features=(8,)),
+    ],
+    ids=["MAF", "RealNVP"],
+)
+def test_round_trip_keeps_float64(tmp_path: Path, make) -> None:
+    torch.manual_seed(0)
+    flow = make().double().eval()
+    invertible.save(flow, tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["dtype"] == "float64"
+    again = invertible.load(tmp_path / "c")
+    assert all(p.dtype == torch.float64 for p in again.parameters())
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(flow.log_prob(x), again.log_prob(x))

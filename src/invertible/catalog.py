@@ -167,7 +167,8 @@ def model_names() -> list[str]:
 
 def model_spec(name: str) -> ModelSpec:
     """The entry of ``name`` (case-insensitive, ``_`` or ``-``); raises
-    :class:`UnknownModelNameError` listing the known names."""
+    :class:`UnknownModelNameError` listing the known names.
+    """
     key = name.strip().lower().replace("_", "-")
     if key not in MODELS:
         raise UnknownModelNameError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")

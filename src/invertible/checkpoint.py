@@ -131,7 +131,8 @@ class NonFiniteStateError(CheckpointError):
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """:func:`invertible.files.atomic_directory`, with a :class:`CheckpointError` when
-    ``path`` is an existing file."""
+    ``path`` is an existing file.
+    """
     try:
         with _atomic_directory(path) as tmp:
             yield tmp
@@ -162,7 +163,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor]) ->
 
 def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict:
     """Read a safetensors file; a missing, corrupt or truncated file raises a
-    :class:`CheckpointError` naming the file."""
+    :class:`CheckpointError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(
@@ -417,7 +419,8 @@ def build_from_config(model: str, config: Mapping[str, Any]) -> Flow:
 
 def check_tensors(flow: Flow, tensors: Mapping[str, Tensor], path: Path) -> None:
     """Raise :class:`CheckpointMismatchError` unless ``tensors`` has exactly the names and
-    shapes of ``flow.state_dict()`` (``path``: the checkpoint, for the message)."""
+    shapes of ``flow.state_dict()`` (``path``: the checkpoint, for the message).
+    """
     expected = flow.state_dict()
     where = path / WEIGHTS_FILE
     for name, t in expected.items():

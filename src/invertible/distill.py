@@ -32,8 +32,9 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        import invertible.reports.distillation as reports
-        import invertible.reports.plots as plots
+        # the reports need matplotlib: imported only when a moved report name is read
+        import invertible.reports.distillation as reports  # noqa: PLC0415
+        import invertible.reports.plots as plots  # noqa: PLC0415
 
         return getattr(reports if name == "distillation_report" else plots, name)
     if name not in _MOVED:

@@ -118,7 +118,8 @@ def train_job(
         size: ``tiny``, ``small`` or ``default`` networks.
         seed: seed of the data split, the weights and the batches.
         out: run directory (metrics, ``training/``, ``model/``, ``results.json``).
-        data_dir, option: where dataset files live and the dataset options.
+        data_dir: where dataset files live.
+        option: dataset options (e.g. ``n_train``).
         overrides: constructor arguments replacing the catalogue's defaults.
         resume: continue from ``out/training``.
         device: training device.

@@ -20,7 +20,8 @@ __all__ = ["as_tensor", "dtype_device"]
 
 def dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
     """The dtype and device of ``module``'s first parameter (else floating buffer), else
-    ``(float32, cpu)``."""
+    ``(float32, cpu)``.
+    """
     for p in module.parameters():
         return p.dtype, p.device
     for b in module.buffers():

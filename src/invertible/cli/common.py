@@ -129,7 +129,8 @@ def set_threads(threads: int | None) -> None:
 
 def join_torchrun(device: str | None) -> DistributedContext | None:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group and return its
-    context; ``None`` for a single process."""
+    context; ``None`` for a single process.
+    """
     if env_world_size() <= 1:
         return None
     ctx = init_distributed(device)

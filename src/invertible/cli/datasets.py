@@ -17,7 +17,8 @@ def datasets(
     data_dir: Annotated[str | None, typer.Option(help="where dataset files live")] = None,
 ) -> None:
     """List the datasets: which are available, and for the others what to download and where
-    to put it."""
+    to put it.
+    """
     statuses = list_datasets(data_dir)
     width = max(len(s.name) for s in statuses)
     for s in statuses:

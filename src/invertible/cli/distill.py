@@ -1,10 +1,10 @@
-"""``invertible distill``: distil a trained teacher checkpoint into a fast-sampling IAF
+r"""``invertible distill``: distil a trained teacher checkpoint into a fast-sampling IAF
 (see :func:`invertible.jobs.distill_job`).
 
 Example::
 
-    invertible distill --teacher runs/maf/model --data patches --out runs/iaf \\
-        --steps 3000 --loss analytic-entropy --layers 5 --hidden 512 --hidden 512 \\
+    invertible distill --teacher runs/maf/model --data patches --out runs/iaf \
+        --steps 3000 --loss analytic-entropy --layers 5 --hidden 512 --hidden 512 \
         --data-anchor 1.0
 """
 

@@ -34,7 +34,8 @@ def lecture(
     ] = None,
 ) -> None:
     """The lecture's main job: fit NICE, RealNVP, MAF and IAF on 8x8 patches within a time
-    budget and write report.md with a comparison table and figures."""
+    budget and write report.md with a comparison table and figures.
+    """
     set_threads(threads)
     ensure_writable_dir(out)
     report = run_lecture(

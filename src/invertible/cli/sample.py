@@ -45,7 +45,8 @@ def sample(
     ] = 1.0,
 ) -> None:
     """Draw samples from a checkpoint and save them as .npy (atomically). Image models write
-    uint8 pixels (quantised like the data) and a PNG grid of the first 64 next to the .npy."""
+    uint8 pixels (quantised like the data) and a PNG grid of the first 64 next to the .npy.
+    """
     if n < 1:
         raise CLIError(f"-n must be a positive number of samples, got {n}")
     if not temperature > 0:

@@ -82,7 +82,8 @@ def train(
     ] = None,
 ) -> None:
     """Fit a model by maximum likelihood; save checkpoint, metrics and plots; print the test
-    log-likelihood (and bits/dim for images: sample grids at temperatures 1.0 and 0.7)."""
+    log-likelihood (and bits/dim for images: sample grids at temperatures 1.0 and 0.7).
+    """
     model_spec(model)  # validates the name before anything is loaded
     set_threads(threads)
     dist_ctx = join_torchrun(device)  # under torchrun: DDP, one process per GPU / CPU share

@@ -183,6 +183,7 @@ class RequiredFile:
     note: str = ""
 
     def describe(self, indent: str = "  ") -> str:
+        """A bullet naming the file, where to get it and where to put it."""
         lines = [
             f"{indent}- {self.filename}",
             f"{indent}    get it from: {self.url}",
@@ -549,7 +550,8 @@ _ARCHIVE_ERRORS = (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error)
 def open_binary(path: Path, member: str | None = None) -> Iterator[IO[bytes]]:
     """Open a file for streaming binary reads, un-gzipping ``.gz`` and opening ``member``
     (matched by base name) inside a ``.zip``. Archive errors met while reading inside the
-    ``with`` block (truncation, bad CRC) become :class:`DatasetFormatError`."""
+    ``with`` block (truncation, bad CRC) become :class:`DatasetFormatError`.
+    """
     try:
         if path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as zf:
@@ -593,7 +595,8 @@ def parse_numeric_file(
 ) -> np.ndarray:
     """Stream a numeric text file (plain, ``.gz`` or a ``.zip`` member) into float64 with
     ``np.loadtxt``, without holding the text in memory; errors become
-    :class:`DatasetFormatError`."""
+    :class:`DatasetFormatError`.
+    """
     with open_binary(path, member) as fh:
         try:
             return np.loadtxt(
@@ -618,7 +621,8 @@ def parse_numeric(
     ndmin: int = 2,
 ) -> np.ndarray:
     """``np.loadtxt`` (float64) of text, bytes or a binary file object, whose parse errors
-    become :class:`DatasetFormatError`."""
+    become :class:`DatasetFormatError`.
+    """
     if isinstance(text, bytes):
         text = io.BytesIO(text)
     elif isinstance(text, str):

@@ -303,7 +303,9 @@ def load_power(
         time_dequantize: Raw rebuild only: add ``U[0, 1)`` minutes to the integer time of
             day. MAF adds no noise to time, so its ``data.npy`` time column is taken to be
             already continuous; without this the column has 1440 atoms.
-        n_train, n_val, n_test: Optional subset sizes.
+        n_train: Optional training subset size.
+        n_val: Optional validation subset size.
+        n_test: Optional test subset size.
     """
     standardize = _check_mode(standardize)
     found = locate_power(data_dir).require("power", data_dir)
@@ -696,7 +698,8 @@ def read_miniboone_raw(path: Path) -> tuple[np.ndarray, int, int]:
 def miniboone_recipe(data: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """MAF's recorded MINIBOONE cleaning: drop rows with column 0 below -100 (the -999
     placeholders), then features whose smallest value occurs more than 5 times. File order
-    is kept. Returns ``(cleaned rows, kept column indices)``."""
+    is kept. Returns ``(cleaned rows, kept column indices)``.
+    """
     data = data[~(data[:, 0] < -100)]
     keep = np.flatnonzero(_smallest_value_counts(data) <= 5)
     return data[:, keep], [int(k) for k in keep]

@@ -38,7 +38,8 @@ def evaluate_student(
     and permutation p-values of student and teacher samples against test data.
 
     Args:
-        teacher, student: the two flows.
+        teacher: the teacher flow.
+        student: the distilled student.
         data: a dataset with ``.test`` (numpy ``[N, D]``), or a test array/tensor.
         n_samples: samples drawn from each model for the log-likelihood and MMD rows.
         throughput_batch: batch size of the throughput measurement.

@@ -246,7 +246,8 @@ def check_closed_form(teacher: Flow, student: Flow) -> tuple[nn.Module, list[nn.
 
 def _student_pass(student: Flow, n: int, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """One reparameterised z → x pass: (x, log p_Z(z), log|det ∂x/∂z|), as in
-    :meth:`Flow.sample_and_log_prob` (which returns x and log p_Z(z) − ladj)."""
+    :meth:`Flow.sample_and_log_prob` (which returns x and log p_Z(z) − ladj).
+    """
     z = student.base.rsample(n, context)
     log_pz = student.base.log_prob(z, context)
     x, ladj = student.transform(z, context)
@@ -342,7 +343,8 @@ def distillation_losses(
 def anchor_term(student: Flow, data: Tensor, kind: str, batch: int, x: Tensor | None) -> Tensor:
     """The data term: ``"likelihood"`` (−mean log S of ``batch`` random data rows, exact
     and sequential for an IAF) or ``"moments"`` (gap in mean and covariance between the
-    student's samples ``x`` and the rows)."""
+    student's samples ``x`` and the rows).
+    """
     index = torch.randint(0, data.shape[0], (batch,), device=data.device)
     rows = data[index]
     if kind == "likelihood":

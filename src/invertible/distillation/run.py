@@ -62,7 +62,8 @@ class DistillResult:
 class StudentBatches:
     """The "data" of a distillation run: each step's batch is ``batch_size`` context rows
     drawn uniformly (conditional flows), or an empty ``[batch_size, 0]`` tensor whose length
-    tells the loss how many student samples to draw. There is no validation split."""
+    tells the loss how many student samples to draw. There is no validation split.
+    """
 
     def __init__(self, context: Tensor | None, dtype: torch.dtype, device: torch.device) -> None:
         self.context = context

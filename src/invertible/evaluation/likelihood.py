@@ -75,6 +75,7 @@ class EvalResult:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-serialisable dict."""
         return asdict(self)
 
 
@@ -196,7 +197,8 @@ def image_log_likelihoods(
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Per-image log-densities (nats, float64 ``[N]``) of the fixed-noise dequantized
-    ``pixels`` (:func:`dequantize_eval`), in batches, in eval mode."""
+    ``pixels`` (:func:`dequantize_eval`), in batches, in eval mode.
+    """
     dtype, device = dtype_device(flow)
     was_training = flow.training
     flow.eval()

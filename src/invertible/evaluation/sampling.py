@@ -1,5 +1,6 @@
 """Drawing samples to files: ``.npy`` vectors (optionally un-standardised) and quantised
-``uint8`` images, in chunks (bounded memory) and written atomically."""
+``uint8`` images, in chunks (bounded memory) and written atomically.
+"""
 
 from __future__ import annotations
 

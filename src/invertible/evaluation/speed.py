@@ -1,5 +1,6 @@
 """Throughput: points per second of the density pass and of sampling (best of a few
-timed calls after a warm-up; CUDA is synchronised around each call)."""
+timed calls after a warm-up; CUDA is synchronised around each call).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def density_throughput(
     flow: Flow, x: np.ndarray | Tensor, *, n: int = 1000, repeats: int = 3
 ) -> float:
     """Points per second of ``log_prob`` on a batch of ``n`` rows of ``x`` (best of
-    ``repeats``, after a warm-up)."""
+    ``repeats``, after a warm-up).
+    """
     dtype, device = dtype_device(flow)
     batch = torch.as_tensor(np.asarray(x[:n]) if not isinstance(x, Tensor) else x[:n])
     batch = batch.to(device=device, dtype=dtype)

@@ -71,7 +71,8 @@ def distillation_report(
     ``results``.
 
     Args:
-        teacher, student: the two flows.
+        teacher: the teacher flow.
+        student: the distilled student.
         data: a dataset with ``.test`` (numpy ``[N, D]``), or a test array/tensor.
         results: :class:`DistillResult` s to plot (e.g. one per loss variant).
         n_samples: samples drawn from each model for the log-likelihood and MMD rows.
@@ -157,7 +158,8 @@ def add_distillation(
 ) -> Flow | None:
     """Distil ``teacher`` (the lecture's MAF) into an IAF student, add its row and the
     distillation section to ``report``, save it to ``out_dir/iaf-distilled/model`` and
-    return it (``None`` without a teacher)."""
+    return it (``None`` without a teacher).
+    """
     if teacher is None:
         report.add_section(
             "Probability density distillation", "Skipped: the main job trained no MAF teacher."

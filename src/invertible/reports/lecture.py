@@ -157,6 +157,61 @@ READING = (
 )
 
 
+def _fit_models(
+    report: Report,
+    data: Any,
+    out: Path,
+    models: Sequence[str],
+    budget: float,
+    deadline: float,
+    options: dict[str, Any],
+    *,
+    tiny: bool,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, TrainJob], dict[str, Any], list[str]]:
+    """Train each model with its share of the time left before ``deadline``; add its row.
+
+    Returns the jobs, 64 samples of each model and the notes for skipped models.
+    """
+    # reserve time after training for evaluation, throughput and figures
+    eval_reserve = {"iaf": 0.05 * budget} if not tiny else {}
+    reserve_each = 0.035 * budget
+    final_reserve = 0.04 * budget
+    jobs: dict[str, TrainJob] = {}
+    samples: dict[str, Any] = {}
+    notes: list[str] = []
+    pending = list(models)
+    for name in models:
+        pending.remove(name)
+        key = name.lower()
+        remaining = [key, *[p.lower() for p in pending]]
+        left = deadline - time.perf_counter() - final_reserve
+        left -= sum(eval_reserve.get(m, reserve_each) for m in remaining)
+        weights = [TIME_WEIGHTS.get(m, 0.2) for m in remaining]
+        max_time = max(1.0, left * weights[0] / sum(weights))
+        # test log-likelihood; IAF's density of outside data is sequential: cap its test set
+        capped = key == "iaf" and not tiny and len(data.test) > 2000
+        try:
+            job = train_job(
+                key, data, size="tiny" if tiny else "small", seed=seed, out=out / key,
+                option=options, overrides=None if tiny else LECTURE_OVERRIDES.get(key),
+                progress=progress, test_rows=2000 if capped else None,
+                **_train_options(key, max_time, tiny),
+            )  # fmt: skip
+        except ModelUnavailableError as e:
+            notes.append(f"**{name} skipped**: {e}.")
+            report.add_row(ModelRow(name, "—", 0, None, None, 0.0, None, None, note="skipped"))
+            continue
+        jobs[name] = job
+        note = "; test LL on the first 2,000 test points (sequential inverse)" if capped else ""
+        report.add_row(_model_row(name, job, note, tiny))
+        with torch.no_grad():
+            samples[name] = job.flow.sample(64).cpu().numpy()
+
+    return jobs, samples, notes
+
+
 def run_lecture(
     out_dir: str | os.PathLike[str],
     *,
@@ -197,41 +252,11 @@ def run_lecture(
         "threads": torch.get_num_threads(),
         "data_load_s": load_time,
     }
-    # reserve time after training for evaluation, throughput and figures
-    eval_reserve = {"iaf": 0.05 * budget} if not tiny else {}
-    reserve_each = 0.035 * budget
-    final_reserve = 0.04 * budget
-    jobs: dict[str, TrainJob] = {}
-    samples: dict[str, Any] = {}
-    notes: list[str] = []
-    pending = list(models)
-    for name in models:
-        pending.remove(name)
-        key = name.lower()
-        remaining = [key, *[p.lower() for p in pending]]
-        left = deadline - time.perf_counter() - final_reserve - distill_reserve
-        left -= sum(eval_reserve.get(m, reserve_each) for m in remaining)
-        weights = [TIME_WEIGHTS.get(m, 0.2) for m in remaining]
-        max_time = max(1.0, left * weights[0] / sum(weights))
-        # test log-likelihood; IAF's density of outside data is sequential: cap its test set
-        capped = key == "iaf" and not tiny and len(data.test) > 2000
-        try:
-            job = train_job(
-                key, data, size="tiny" if tiny else "small", seed=seed, out=out / key,
-                option=options, overrides=None if tiny else LECTURE_OVERRIDES.get(key),
-                progress=progress, test_rows=2000 if capped else None,
-                **_train_options(key, max_time, tiny),
-            )  # fmt: skip
-        except ModelUnavailableError as e:
-            notes.append(f"**{name} skipped**: {e}.")
-            report.add_row(ModelRow(name, "—", 0, None, None, 0.0, None, None, note="skipped"))
-            continue
-        jobs[name] = job
-        note = "; test LL on the first 2,000 test points (sequential inverse)" if capped else ""
-        report.add_row(_model_row(name, job, note, tiny))
-        with torch.no_grad():
-            samples[name] = job.flow.sample(64).cpu().numpy()
-
+    deadline_for_models = deadline - distill_reserve
+    jobs, samples, notes = _fit_models(
+        report, data, out, models, budget, deadline_for_models, options,
+        tiny=tiny, seed=seed, progress=progress,
+    )  # fmt: skip
     figures = _figures(out, data, jobs, samples)
     if distillation:
         maf = next((j.flow for n, j in jobs.items() if n.lower() == "maf"), None)

@@ -73,7 +73,8 @@ def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]
 ) -> Path:
     """Training loss (negated, so both curves are log-likelihoods) and validation
-    log-likelihood against the step, one colour per run."""
+    log-likelihood against the step, one colour per run.
+    """
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, history) in enumerate(histories.items()):
         recs = [r for r in history if r.get("event", "eval") == "eval"]
@@ -284,7 +285,8 @@ def plot_image_samples(
     title: str = "",
 ) -> Path:
     """A grid of ``n`` samples of an image flow at ``temperature``, quantised to pixels as
-    the data are (see :func:`invertible.evaluation.sample_images`)."""
+    the data are (see :func:`invertible.evaluation.sample_images`).
+    """
     pixels = sample_images(flow, n, levels=levels, temperature=temperature, seed=seed)
     label = f"{title} samples, T = {temperature:g}".strip()
     return plot_image_grid(pixels, path, levels=levels, title=label)
@@ -294,7 +296,8 @@ def plot_samples(
     flow: Any, data: Any, path: str | os.PathLike[str], *, n: int = 64, title: str = ""
 ) -> Path | None:
     """The natural picture for the data: 2-D density + samples, patch grids for 63/64-D,
-    image grids for images. Returns ``None`` when no picture applies."""
+    image grids for images. Returns ``None`` when no picture applies.
+    """
     test = data.test
     if test.dtype == np.uint8:
         samples = flow.sample(n).cpu().numpy()
@@ -315,7 +318,8 @@ def plot_samples(
 
 def kl_curve_figure(results: Sequence[Any], smooth: int = 25) -> Any:
     """A matplotlib figure of the KL estimate (running mean) and its parts per step, one
-    curve per :class:`~invertible.distillation.DistillResult` of ``results``."""
+    curve per :class:`~invertible.distillation.DistillResult` of ``results``.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in results:
         kl = torch.tensor(r.history["kl"], dtype=torch.float64)
@@ -352,7 +356,8 @@ def plot_run(
 ) -> list[Path]:
     """The figures of a training run in ``out``: ``training_curves.png``, and
     ``samples.png`` (vectors) or ``bits_per_dim.png`` and ``samples_T1.0.png``,
-    ``samples_T0.7.png`` (images: quantised sample grids)."""
+    ``samples_T0.7.png`` (images: quantised sample grids).
+    """
     out = Path(out)
     paths = [plot_training_curves({name: history}, out / "training_curves.png")]
     if data.train.dtype != np.uint8:

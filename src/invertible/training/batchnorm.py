@@ -86,52 +86,70 @@ def refresh_batchnorm(
     done: set[int] = set()
     try:
         for _ in range(len(layers)):
-            state: dict[str, Any] = {"target": None, "n": 0, "mean": None, "m2": None}
-            originals = {}
-
-            def make_hook(
-                layer: nn.Module, original: Callable[..., Any], state: dict[str, Any]
-            ) -> Callable[..., Any]:
-                def hook(inp: Tensor, context: Tensor | None = None) -> Any:
-                    if state["target"] is None:
-                        state["target"] = layer
-                    if layer is not state["target"]:
-                        return original(inp, context)
-                    dims = [0, *range(2, inp.dim())]
-                    vals = inp.double()
-                    count = inp.numel() // inp.shape[1]
-                    mean = vals.mean(dim=dims)
-                    m2 = ((vals - vals.mean(dim=dims, keepdim=True)) ** 2).sum(dim=dims)
-                    if state["mean"] is None:
-                        state.update(n=count, mean=mean, m2=m2)
-                    else:  # Chan et al.'s parallel update of mean and sum of squares
-                        n_a, total = state["n"], state["n"] + count
-                        delta = mean - state["mean"]
-                        state["mean"] = state["mean"] + delta * count / total
-                        state["m2"] = state["m2"] + m2 + delta**2 * n_a * count / total
-                        state["n"] = total
-                    raise _Stop
-
-                return hook
-
-            for layer in layers:
-                if id(layer) not in done:
-                    originals[id(layer)] = layer.inverse
-                    layer.inverse = make_hook(layer, layer.inverse, state)  # type: ignore[method-assign]
-            try:
-                for start in range(0, x.shape[0], batch_size):
-                    with contextlib.suppress(_Stop):
-                        flow.log_prob(x[start : start + batch_size].to(device))
-            finally:
-                for layer in layers:
-                    if id(layer) in originals:
-                        del layer.inverse  # back to the class method
-            target = state["target"]
+            target, stats = _first_layer_statistics(flow, layers, done, x, batch_size, device)
             if target is None:  # remaining layers are not on the density path
                 break
-            target.running_mean.copy_(state["mean"].to(target.running_mean))
-            target.running_var.copy_((state["m2"] / state["n"]).to(target.running_var))
+            target.running_mean.copy_(stats["mean"].to(target.running_mean))
+            target.running_var.copy_((stats["m2"] / stats["n"]).to(target.running_var))
             done.add(id(target))
     finally:
         flow.train(was_training)
     return len(done)
+
+
+def _statistics_hook(
+    layer: nn.Module, original: Callable[..., Any], state: dict[str, Any]
+) -> Callable[..., Any]:
+    """A replacement of ``layer.inverse`` that, if ``layer`` is the first not-yet-refreshed
+    layer a batch reaches, accumulates the batch's exact mean and sum of squares into
+    ``state`` and stops the pass; other layers run as usual.
+    """
+
+    def hook(inp: Tensor, context: Tensor | None = None) -> Any:
+        if state["target"] is None:
+            state["target"] = layer
+        if layer is not state["target"]:
+            return original(inp, context)
+        dims = [0, *range(2, inp.dim())]
+        vals = inp.double()
+        count = inp.numel() // inp.shape[1]
+        mean = vals.mean(dim=dims)
+        m2 = ((vals - vals.mean(dim=dims, keepdim=True)) ** 2).sum(dim=dims)
+        if state["mean"] is None:
+            state.update(n=count, mean=mean, m2=m2)
+        else:  # Chan et al.'s parallel update of mean and sum of squares
+            n_a, total = state["n"], state["n"] + count
+            delta = mean - state["mean"]
+            state["mean"] = state["mean"] + delta * count / total
+            state["m2"] = state["m2"] + m2 + delta**2 * n_a * count / total
+            state["n"] = total
+        raise _Stop
+
+    return hook
+
+
+def _first_layer_statistics(
+    flow: Flow,
+    layers: list[nn.Module],
+    done: set[int],
+    x: Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[nn.Module | None, dict[str, Any]]:
+    """The first layer (in the x → z order) not in ``done`` and the exact statistics of
+    its inputs over ``x``; ``(None, ...)`` if no batch reaches such a layer.
+    """
+    state: dict[str, Any] = {"target": None, "n": 0, "mean": None, "m2": None}
+    patched = []
+    for layer in layers:
+        if id(layer) not in done:
+            patched.append(layer)
+            layer.inverse = _statistics_hook(layer, layer.inverse, state)  # type: ignore[method-assign]
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            with contextlib.suppress(_Stop):
+                flow.log_prob(x[start : start + batch_size].to(device))
+    finally:
+        for layer in patched:
+            del layer.inverse  # back to the class method
+    return state["target"], state

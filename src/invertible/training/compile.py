@@ -16,7 +16,8 @@ __all__ = ["CompiledFlow", "CompiledModule", "compile_flow", "compile_with_fallb
 
 def _is_compile_error(error: BaseException) -> bool:
     """Whether ``error`` comes from the compiler stack (dynamo, inductor, the C++ toolchain)
-    rather than from the model or its input."""
+    rather than from the model or its input.
+    """
     module = type(error).__module__ or ""
     if module.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")):
         return True
@@ -25,7 +26,8 @@ def _is_compile_error(error: BaseException) -> bool:
 
 def compile_with_fallback(fn: Callable[..., Any], what: str, **options: Any) -> Callable[..., Any]:
     """``torch.compile(fn, **options)`` that falls back to ``fn`` (warning once) when the
-    compiler is unavailable or fails, e.g. without a working C++ toolchain on CPU."""
+    compiler is unavailable or fails, e.g. without a working C++ toolchain on CPU.
+    """
     try:
         compiled = torch.compile(fn, **options)
     except Exception as e:  # any failure to set up compilation
@@ -69,6 +71,7 @@ class CompiledModule(nn.Module):
         )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the compiled module with input checks off."""
         with validation(False):
             return self._fn(*args, **kwargs)
 
@@ -91,6 +94,7 @@ class CompiledFlow(nn.Module):
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """The flow's event shape."""
         return self.flow.event_shape
 
     def _density_eager(self, x: Tensor, context: Tensor | None) -> Tensor:
@@ -108,6 +112,7 @@ class CompiledFlow(nn.Module):
             return self._density(x, context)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Same as :meth:`log_prob`."""
         return self.log_prob(x, context)
 
     @torch.no_grad()

@@ -199,7 +199,8 @@ def convert_sync_norm(flow: nn.Module) -> int:
 
 def _find_unused_parameters(flow: Flow, x: Tensor) -> bool:
     """Whether some trainable parameter gets no gradient from ``-log p(x)`` (a dry run on a
-    copy, so the flow's buffers and data-dependent initialisation are untouched)."""
+    copy, so the flow's buffers and data-dependent initialisation are untouched).
+    """
     probe = copy.deepcopy(flow)
     probe.train()
     with torch.enable_grad():
@@ -264,7 +265,8 @@ class DDPStrategy(SingleProcess):
 
     def shared_elapsed(self, elapsed: float) -> float:
         """Rank 0's clock, so that ``max_time`` stops every process at the same step and the
-        time-based learning-rate schedule agrees (a broadcast only when ``max_time`` is set)."""
+        time-based learning-rate schedule agrees (a broadcast only when ``max_time`` is set).
+        """
         if self.max_time is None:
             return elapsed
         t = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
@@ -273,7 +275,8 @@ class DDPStrategy(SingleProcess):
 
     def train_step(self, trainer: Trainer, batch: Tensor, lr: float) -> float | None:
         """One DDP step on this process's shard; skipped on every process if any loss or the
-        (all-reduced) gradient norm is not finite. Returns the global mean loss."""
+        (all-reduced) gradient norm is not finite. Returns the global mean loss.
+        """
         optimizer = trainer.optimizer
         for group in optimizer.param_groups:
             group["lr"] = lr

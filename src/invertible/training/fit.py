@@ -57,10 +57,12 @@ def fit(
         resume: continue from ``out_dir/training`` (same options; the schedule, batches and
             RNG streams continue exactly).
         device: training device (default: the flow's).
-        steps, epochs: length of the run (default 2000 steps); an epoch is
-            ``N_train // batch_size`` steps.
+        steps: length of the run in steps (default 2000).
+        epochs: length of the run in passes over the data, if ``steps`` is not given (an
+            epoch is ``N_train // batch_size`` steps).
         batch_size: mini-batch size.
-        lr: Adam's base learning rate; ``weight_decay``: its L2 penalty.
+        lr: Adam's base learning rate.
+        weight_decay: Adam's L2 penalty.
         schedule: ``"cosine"`` (default, to ``lr * min_lr_ratio``), ``"step"`` (``gamma``
             every ``step_size`` steps) or ``"constant"``.
         grad_clip: max gradient norm (``None``: off).
@@ -68,6 +70,9 @@ def fit(
         eval_every: steps between evaluations (default: one epoch, within [50, 1000]).
         seed: seeds python, numpy, torch and the batch order.
         max_time: training time cap in seconds (evaluations included).
+        data_meta: the ``"data"`` entry of saved checkpoints (default: from ``data``).
+        callbacks: functions called with each logged record.
+        save_model: with ``out_dir``, save the final model to ``out_dir/model``.
         **options: further :class:`TrainConfig` fields: ``min_lr_ratio``, ``step_size``,
             ``gamma``, ``warmup_steps``, ``max_bad_steps=10``, ``val_max_rows``,
             ``eval_batch_size``, ``refresh_bn_rows=20000`` (rows for the final batch-norm

@@ -95,7 +95,8 @@ MODEL_DIR = "model"
 
 def _image_levels(data: Any) -> int | None:
     """Quantisation levels of image data (uint8 ``train`` pixels, e.g. ``ImageData``), else
-    ``None``."""
+    ``None``.
+    """
     train = getattr(data, "train", None)
     if getattr(train, "dtype", None) in (np.uint8, torch.uint8):
         return int(getattr(data, "levels", 256))
@@ -306,14 +307,16 @@ class Trainer:
     def prepare_batch(self, rows: Tensor, step: int) -> Tensor:
         """Model input from stored rows: identity for real-valued data; for images, uniform
         dequantization x = (pixels + u) / levels with noise drawn from a generator seeded by
-        ``(seed, step)`` (fresh noise every step, and exact on resume)."""
+        ``(seed, step)`` (fresh noise every step, and exact on resume).
+        """
         if self.levels is None:
             return rows
         return dequantize_step(rows, self.levels, seed=self._seed, step=step, dtype=self.dtype)
 
     def bits_per_dim(self, log_prob: float) -> float:
         """Bits/dim of image data from a mean log-density in nats (D = C·H·W), using the
-        convention of :func:`invertible.transforms.preprocessing.bits_per_dim`."""
+        convention of :func:`invertible.transforms.preprocessing.bits_per_dim`.
+        """
         assert self.levels is not None, "bits/dim is defined for image data only"
         return float(bits_per_dim(log_prob, math.prod(self.flow.event_shape), self.levels))
 
@@ -330,7 +333,8 @@ class Trainer:
         same weights, and early stopping stopped MAF(5), MAF MoG(5) and RealNVP(10) after
         250-500 of 6000 steps (test 141.2, 137.5, 137.1 nats); validating with refreshed
         statistics they ran all 6000 steps (150.4, 151.3, 149.5). Training-mode steps use
-        batch statistics and are unaffected."""
+        batch statistics and are unaffected.
+        """
         rows = self.config.val_refresh_bn_rows
         if not rows or not self.has_validation or not self._refreshes_batchnorm():
             return
@@ -344,7 +348,8 @@ class Trainer:
     def _refresh_rows(self, cap: int | None) -> Tensor:
         """The training rows for :func:`refresh_batchnorm`: for images, a seeded subset of
         at most ``refresh_bn_rows`` images, dequantized with fixed noise; for a batch source,
-        batches drawn with fixed seeds (about ``cap`` rows)."""
+        batches drawn with fixed seeds (about ``cap`` rows).
+        """
         if self.train_x is None:
             wanted = cap or self.config.batch_size
             batches = []
@@ -595,7 +600,8 @@ class Trainer:
 
     def _one_step(self, elapsed: float) -> int:
         """Draw the batch of the current step, take the step, book-keep; returns its rows
-        (0 if the step was skipped)."""
+        (0 if the step was skipped).
+        """
         batch = self.sample_batch(self.step)
         lr = self.current_lr(elapsed)
         loss = self.train_step(batch, lr)
@@ -615,7 +621,8 @@ class Trainer:
 
     def _loop(self, stop_at: int, bar: Any) -> tuple[str, int]:
         """Steps until ``stop_at``, the time cap or early stopping; returns why it stopped
-        and the step of the last evaluation."""
+        and the step of the last evaluation.
+        """
         cfg = self.config
         start = time.perf_counter() - self.train_time
         interval_start, interval_samples = time.perf_counter(), 0
@@ -646,7 +653,8 @@ class Trainer:
 
     def run(self, *, resume: bool = False, until: int | None = None) -> TrainResult:
         """Train; ``resume`` continues from ``out_dir/training``; ``until`` pauses at a step
-        (saving a resumable state) without finishing the run."""
+        (saving a resumable state) without finishing the run.
+        """
         self._start(resume)
         stop_at = self.total_steps if until is None else min(until, self.total_steps)
         bar = tqdm(

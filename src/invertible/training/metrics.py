@@ -46,7 +46,7 @@ class MetricsLogger:
                 writer.writerow(rec)
         self.tb = None
         try:  # optional dependency: tensorboard may not be installed
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
 
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))
         except Exception:  # tensorboard is optional

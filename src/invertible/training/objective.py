@@ -16,7 +16,8 @@ __all__ = ["MaximumLikelihood"]
 
 class MaximumLikelihood:
     """The mean negative log-likelihood ``-model(batch).mean()`` (``Flow.__call__`` returns
-    log-densities), the objective of :func:`invertible.fit`."""
+    log-densities), the objective of :func:`invertible.fit`.
+    """
 
     refresh_batchnorm = True
 

@@ -2,7 +2,7 @@
 
 Everything here talks to flows only through :class:`~benchmarks.adapter.FlowAdapter`.
 
-Method (issue 6):
+Method:
 
 - **Throughput** in samples per second, three figures per (library, model, D, threads):
   ``train`` = ``-log_prob(x).mean()`` + ``backward`` + Adam step (a fresh Adam, lr 1e-3,
@@ -148,7 +148,7 @@ class SpeedConfig:
 
     @classmethod
     def default(cls, kind: ModelKind, dim: int) -> SpeedConfig:
-        """The issue-6 batch and sample sizes for ``(kind, dim)``."""
+        """The benchmark batch and sample sizes for ``(kind, dim)``."""
         return cls(kind, dim, default_batch(dim), default_sample_n(kind, dim))
 
     @property

@@ -36,7 +36,7 @@ def build_invertible(
     hidden: Sequence[int] | None = None,
     batch_norm: bool = False,
 ) -> FlowAdapter:
-    """``invertible``'s MAF / RealNVP presets with the issue-6 architectures (or ``layers``
+    """``invertible``'s MAF / RealNVP presets with the benchmark architectures (or ``layers``
     and ``hidden`` widths; ``batch_norm`` between layers, the presets' default, is off)."""
     if dim < 2:
         raise ValueError(f"dim must be >= 2, got {dim}")

@@ -1,4 +1,4 @@
-"""BSDS300 against the MAF paper's table (issue 6): ``python -m benchmarks paper``.
+"""BSDS300 against the MAF paper's table: ``python -m benchmarks paper``.
 
 The data are rebuilt from the BSDS300 images (``invertible.data.load_dataset("bsds300")``,
 MAF protocol: monochrome, random 8x8 patches, dequantised to [0, 1), patch mean subtracted,

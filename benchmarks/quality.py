@@ -1,4 +1,4 @@
-"""Density-estimation quality with an equal budget (issue 6): ``python -m benchmarks quality``.
+"""Density-estimation quality with an equal budget: ``python -m benchmarks quality``.
 
 Every library trains the same architecture on the same data with the same plain training
 loop (:func:`train_and_evaluate`): Adam (lr 1e-3, no weight decay, no gradient clipping, no

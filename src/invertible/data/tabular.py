@@ -307,6 +307,8 @@ def load_power(
         n_val: Optional validation subset size.
         n_test: Optional test subset size.
     """
+    # Long on purpose: the two sources (MAF's .npy, the raw UCI file) share one linear
+    # sequence of steps whose intermediate arrays the split and the info both need.
     standardize = _check_mode(standardize)
     found = locate_power(data_dir).require("power", data_dir)
     info: dict = {
@@ -726,6 +728,7 @@ def load_miniboone(
     Split (no shuffle): last 10% test, last 10% of the rest validation; z-score with
     train+validation statistics (MAF).
     """
+    # Long on purpose: MAF's preprocessing, one step after another, as in their code.
     standardize = _check_mode(standardize)
     if events not in ("signal", "all"):
         raise ValueError(f"events must be 'signal' or 'all', got {events!r}")

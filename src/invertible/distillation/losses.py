@@ -179,6 +179,7 @@ def check_closed_form(teacher: Flow, student: Flow) -> tuple[nn.Module, list[nn.
     Raises:
         ValueError: naming the first condition that fails and what to use instead.
     """
+    # Long on purpose: one check per condition, each with its own message and remedy.
     instead = "; use loss='analytic-entropy' (any flow with a known base entropy) or loss='mc'"
     ar = AffineAutoregressive
     for name, flow in (("teacher", teacher), ("student", student)):

@@ -160,6 +160,8 @@ def add_distillation(
     distillation section to ``report``, save it to ``out_dir/iaf-distilled/model`` and
     return it (``None`` without a teacher).
     """
+    # Long on purpose: one linear sequence (calibrate, train, measure, save, add the row)
+    # whose steps share the budget and the student; split, it would pass a dozen values.
     if teacher is None:
         report.add_section(
             "Probability density distillation", "Skipped: the main job trained no MAF teacher."

@@ -110,7 +110,7 @@ def dataset_readiness(data_dir: str | None = DATA_DIR) -> list[dict[str, Any]]:
     return rows
 
 
-def _markdown(payload: dict[str, Any]) -> str:
+def markdown(payload: dict[str, Any]) -> str:
     cfg = payload["config"]
     data = payload["data"]
     lines = [
@@ -283,9 +283,9 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         json_path.write_text(json.dumps(payload, indent=1, default=str))
-        (out / "paper.md").write_text(_markdown(payload))
+        (out / "paper.md").write_text(markdown(payload))
     json_path.write_text(json.dumps(payload, indent=1, default=str))
-    (out / "paper.md").write_text(_markdown(payload))
+    (out / "paper.md").write_text(markdown(payload))
     print(f"wrote {out / 'paper.md'}")
     return 0
 

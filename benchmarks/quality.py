@@ -141,9 +141,9 @@ def load_quality_data(name: str, *, quick: bool = False) -> Any:
 
 def build_model(library: str, kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
     """A fresh model of ``kind`` (``"maf"``/``"coupling"``) from ``library`` for D = ``dim``:
-    the speed benchmark's builders (:mod:`benchmarks.peers`, :mod:`benchmarks.ours`) at
-    this benchmark's sizes."""
-    from benchmarks.ours import build_invertible
+    the speed benchmark's builders (:mod:`benchmarks.peers`,
+    :mod:`benchmarks.invertible_adapter`) at this benchmark's sizes."""
+    from benchmarks.invertible_adapter import build_invertible
     from benchmarks.peers import PEER_BUILDERS
 
     if kind not in ("maf", "coupling"):

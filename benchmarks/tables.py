@@ -71,7 +71,7 @@ def _images(rows: list[dict[str, Any]]) -> str:
 SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("speed/speed.json", harness.make_markdown),
     ("quality/quality.json", _quality),
-    ("paper/paper.json", paper._markdown),
+    ("paper/paper.json", paper.markdown),
     ("distill/results.json", distill.markdown),
     ("images/summary.json", _images),
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from benchmarks.adapter import architecture, make_optimizer
-from benchmarks.ours import build_invertible
+from benchmarks.invertible_adapter import build_invertible
 
 ROOT = Path(__file__).resolve().parents[1]
 

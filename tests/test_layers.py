@@ -8,9 +8,13 @@ annotations only).
 from __future__ import annotations
 
 import ast
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
+
+import invertible as inv
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "invertible"
 
@@ -149,3 +153,27 @@ def test_no_import_cycles() -> None:
     for name in sorted(MODULES):
         if name not in state:
             visit(name, [name])
+
+
+@pytest.mark.parametrize(
+    ("old", "name"),
+    [
+        ("invertible.distill", "make_student"),
+        ("invertible.distributed", "shard_bounds"),
+        ("invertible.models", "build_model"),
+    ],
+)
+def test_deprecated_module_paths_still_work(old: str, name: str) -> None:
+    if old != "invertible.distill":  # warns on import: import it afresh
+        sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning):
+        module = importlib.import_module(old)
+        assert getattr(module, name) is not None
+
+
+def test_the_package_names_stay_functions() -> None:
+    with pytest.warns(DeprecationWarning):
+        from invertible.distill import frozen  # noqa: F401  (the deprecated path)
+
+    assert callable(inv.distill) and callable(inv.evaluate) and callable(inv.fit)
+    assert inv.train is inv.fit and isinstance(inv.__version__, str)

@@ -619,37 +619,41 @@ class Trainer:
                 cb(step, record)
         return 0 if loss is None else batch.shape[0]
 
-    def _loop(self, stop_at: int, bar: Any) -> tuple[str, int]:
-        """Steps until ``stop_at``, the time cap or early stopping; returns why it stopped
-        and the step of the last evaluation.
+    def _loop(self, stop_at: int, bar: Any) -> str:
+        """Steps until ``stop_at``, the time cap or early stopping; returns why it stopped.
+
+        ``self._clock`` is the loop's start (minus the time of earlier, resumed runs) and
+        ``self._interval`` the start and the samples of the current evaluation interval.
         """
         cfg = self.config
-        start = time.perf_counter() - self.train_time
-        interval_start, interval_samples = time.perf_counter(), 0
-        last_eval_step = self.history[-1]["step"] if self.history else -1
-        self._clock = start
+        start = self._clock
         while self.step < stop_at:
             elapsed = self.shared_elapsed(time.perf_counter() - start)
             if cfg.max_time is not None and elapsed >= cfg.max_time:
-                return "max_time", last_eval_step
-            interval_samples += self._one_step(elapsed)
+                return "max_time"
+            rows = self._one_step(elapsed)
+            self._interval = (self._interval[0], self._interval[1] + rows)
             bar.update(1)
             if self.step % self.eval_every == 0 or self.step == self.total_steps:
-                now = time.perf_counter()
-                self.train_time = now - start
-                stop = self._evaluate_and_log(now - start, (now - interval_start, interval_samples))
-                last_eval_step = self.step
-                interval_start, interval_samples = time.perf_counter(), 0
-                self._interval = (interval_start, interval_samples)
+                stop = self._evaluate_now()
                 bar.set_postfix(
                     loss=f"{self.history[-1].get('train_loss') or float('nan'):.3f}",
                     val=f"{self.best_value:.3f}",
                     sps=f"{self.history[-1].get('samples_per_s') or 0:.0f}",
                 )
                 if stop:
-                    return "early_stopping", last_eval_step
-            self._interval = (interval_start, interval_samples)
-        return "steps", last_eval_step
+                    return "early_stopping"
+        return "steps"
+
+    def _evaluate_now(self) -> bool:
+        """Evaluate at the current step, start a new interval; True to stop early."""
+        now = time.perf_counter()
+        self.train_time = now - self._clock
+        interval_start, samples = self._interval
+        stop = self._evaluate_and_log(now - self._clock, (now - interval_start, samples))
+        self._last_eval_step = self.step
+        self._interval = (time.perf_counter(), 0)
+        return stop
 
     def run(self, *, resume: bool = False, until: int | None = None) -> TrainResult:
         """Train; ``resume`` continues from ``out_dir/training``; ``until`` pauses at a step
@@ -665,9 +669,11 @@ class Trainer:
             leave=False,
             desc=self.desc,
         )
+        self._clock = time.perf_counter() - self.train_time
         self._interval = (time.perf_counter(), 0)
+        self._last_eval_step = self.history[-1]["step"] if self.history else -1
         try:
-            stopped, last_eval_step = self._loop(stop_at, bar)
+            stopped = self._loop(stop_at, bar)
         except KeyboardInterrupt:
             self.train_time = time.perf_counter() - self._clock
             if self.out_dir is not None:
@@ -680,10 +686,8 @@ class Trainer:
             if self.out_dir is not None:
                 self.save_state()
             return self._result("paused", None)
-        if self.step > 0 and last_eval_step != self.step:
-            now = time.perf_counter()
-            interval_start, interval_samples = self._interval
-            self._evaluate_and_log(now - self._clock, (now - interval_start, interval_samples))
+        if self.step > 0 and self._last_eval_step != self.step:
+            self._evaluate_now()
         return self.finish(stopped)
 
     def finish(self, stopped: str) -> TrainResult:

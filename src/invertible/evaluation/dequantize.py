@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from invertible.tensors import seed_from
 from invertible.transforms.preprocessing import dequantize
 
 __all__ = ["EVAL_NOISE_SEED", "NOISE_BLOCK_ROWS", "dequantize_eval", "dequantize_step"]
@@ -24,12 +25,6 @@ EVAL_NOISE_SEED = 20170527
 #: Rows per block of evaluation noise: each block has its own seeded generator, so the noise
 #: of an image depends on its row index only, not on the batch size of the evaluation.
 NOISE_BLOCK_ROWS = 256
-
-
-def _noise_seed(*keys: int) -> int:
-    """A 63-bit torch seed from integer ``keys`` (distinct keys give unrelated streams)."""
-    entropy = [int(k) % 2**64 for k in keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def _pixels(pixels: Tensor | np.ndarray) -> Tensor:
@@ -62,7 +57,7 @@ def dequantize_step(
         (True, True)
     """
     values = _pixels(pixels)
-    gen = torch.Generator().manual_seed(_noise_seed(seed, step, 1))
+    gen = torch.Generator().manual_seed(seed_from(seed, step, 1))
     return dequantize(values, levels, generator=gen, dtype=dtype)
 
 
@@ -96,7 +91,7 @@ def dequantize_eval(
     blocks = [
         torch.rand(
             (rows, *values.shape[1:]),
-            generator=torch.Generator().manual_seed(_noise_seed(seed, block, 2)),
+            generator=torch.Generator().manual_seed(seed_from(seed, block, 2)),
             dtype=dtype,
         )
         for block in range(first, last + 1)

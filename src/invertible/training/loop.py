@@ -69,7 +69,7 @@ from invertible.checkpoint import (
 from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval, dequantize_step
-from invertible.tensors import as_tensor, dtype_device
+from invertible.tensors import as_tensor, dtype_device, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
 from invertible.training.config import TrainConfig, TrainResult
@@ -77,7 +77,6 @@ from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
 from invertible.training.schedule import adam, lr_factor
 from invertible.training.state import (
-    batch_seed,
     load_optimizer_state,
     load_rng_state,
     optimizer_state,
@@ -291,7 +290,7 @@ class Trainer:
     def global_batch(self, step: int) -> Tensor:
         """The whole (all processes') mini-batch of ``step`` on the training device."""
         if self.source is not None:
-            gen = torch.Generator().manual_seed(batch_seed(self._seed, step, 3))
+            gen = torch.Generator().manual_seed(seed_from(self._seed, step, 3))
             batch = self.source.train_batch(self.config.batch_size, gen)
             return as_tensor(batch, self.device, self.dtype)
         assert self.train_x is not None
@@ -354,7 +353,7 @@ class Trainer:
             wanted = cap or self.config.batch_size
             batches = []
             for k in range(max(1, math.ceil(wanted / self.config.batch_size))):
-                gen = torch.Generator().manual_seed(batch_seed(self._seed, k, 4))
+                gen = torch.Generator().manual_seed(seed_from(self._seed, k, 4))
                 batch = self.source.train_batch(self.config.batch_size, gen)
                 batches.append(as_tensor(batch, self.device, self.dtype))
             return torch.cat(batches)

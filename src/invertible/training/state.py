@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "batch_seed",
     "load_optimizer_state",
     "load_rng_state",
     "optimizer_state",
@@ -31,17 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def batch_seed(*keys: int) -> int:
-    """A 63-bit torch seed from integer ``keys`` (distinct keys give unrelated streams).
-
-    Example:
-        >>> batch_seed(0, 1) == batch_seed(0, 1) != batch_seed(0, 2)
-        True
-    """
-    entropy = [int(k) % 2**64 for k in keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:

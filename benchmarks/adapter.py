@@ -1,9 +1,10 @@
 """The uniform interface every benchmarked flow library is wrapped in.
 
 Each library (the peers in :mod:`benchmarks.peers`, ``invertible`` itself in
-``benchmarks/ours.py``) provides *builders*: ``builder(kind, dim) -> FlowAdapter`` for the
-two architectures of issue 6. The architecture constants below are the single source of
-truth, so that every builder constructs the same network.
+:mod:`benchmarks.invertible_adapter`) provides *builders*:
+``builder(kind, dim) -> FlowAdapter`` for the two benchmark architectures. The
+architecture constants below are the single source of truth, so that every builder
+constructs the same network.
 
 Directions: ``log_prob`` is the density (data -> noise, "normalizing") direction and
 ``sample`` the generative (noise -> data) direction, whatever the wrapped library calls

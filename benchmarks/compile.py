@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invertible.models import build_model
+from invertible.catalog import build_model
 from invertible.training import TrainConfig, Trainer, compile_flow
 
 

@@ -25,14 +25,14 @@ from typing import Any
 import torch
 
 import invertible
-from invertible.distill import (
+from invertible.distillation import (
     LOSSES,
     distill,
     evaluate_student,
     gradient_variance,
-    kl_curve_figure,
     make_student,
 )
+from invertible.reports.plots import kl_curve_figure
 
 
 def _teacher(kind: str, features: int, hidden: tuple[int, ...]) -> invertible.Flow:

@@ -2,7 +2,7 @@
 
 Everything here talks to flows only through :class:`~benchmarks.adapter.FlowAdapter`.
 
-Method (issue 6):
+Method:
 
 - **Throughput** in samples per second, three figures per (library, model, D, threads):
   ``train`` = ``-log_prob(x).mean()`` + ``backward`` + Adam step (a fresh Adam, lr 1e-3,
@@ -33,22 +33,19 @@ Method (issue 6):
   both must be finite (:func:`check_sample_exact`). Recorded, not enforced.
 
 Adapters are looked up in :data:`ADAPTERS` (library name -> builder). The peers come from
-:mod:`benchmarks.peers`; ``invertible`` plugs in through ``benchmarks/ours.py`` (see the
-HOOK below); libraries listed in :data:`OURS` get an ``<ours>/best peer`` ratio column.
+:mod:`benchmarks.peers`, ``invertible``'s from :mod:`benchmarks.invertible_adapter`;
+libraries listed in :data:`OURS` get an ``<ours>/best peer`` ratio column.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
-import importlib.util
 import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,8 +58,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from benchmarks import invertible_adapter
 from benchmarks.adapter import KINDS, AdapterBuilder, FlowAdapter, ModelKind, make_optimizer
 from benchmarks.peers import available_peers, peer_versions
+from benchmarks.probes import peak_rss_kib, run_fresh
 
 __all__ = [
     "ADAPTERS",
@@ -107,19 +106,9 @@ DEFAULT_LIBRARIES: list[str] = list(available_peers())
 OURS: tuple[str, ...] = ()
 """Names in :data:`ADAPTERS` that are our own library (get a ratio-to-best-peer column)."""
 
-OURS_MODULE = "benchmarks.ours"
-
-# ---- HOOK: our own library ----------------------------------------------------------
-# If benchmarks/ours.py exists it is imported here. It must define
-#     ADAPTERS: dict[str, AdapterBuilder]     # e.g. {"invertible": build_invertible}
-# with builders following benchmarks.adapter (same architecture constants, FlowAdapter
-# interface). Its entries are added to ADAPTERS and their names to OURS.
-if importlib.util.find_spec(OURS_MODULE) is not None:
-    _ours = importlib.import_module(OURS_MODULE)
-    ADAPTERS.update(_ours.ADAPTERS)
-    OURS = tuple(_ours.ADAPTERS)
-    DEFAULT_LIBRARIES += OURS
-# ---- end of HOOK ---------------------------------------------------------------------
+ADAPTERS.update(invertible_adapter.ADAPTERS)
+OURS = tuple(invertible_adapter.ADAPTERS)
+DEFAULT_LIBRARIES += OURS
 
 
 # --------------------------------------------------------------------------------------
@@ -148,7 +137,7 @@ class SpeedConfig:
 
     @classmethod
     def default(cls, kind: ModelKind, dim: int) -> SpeedConfig:
-        """The issue-6 batch and sample sizes for ``(kind, dim)``."""
+        """The benchmark batch and sample sizes for ``(kind, dim)``."""
         return cls(kind, dim, default_batch(dim), default_sample_n(kind, dim))
 
     @property
@@ -298,13 +287,6 @@ def peak_train_memory_profiler(
     }
 
 
-def _proc_status_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
 def _rss_probe(library: str, kind: str, dim: int, batch: int, threads: int) -> dict[str, Any]:
     """Body of the ``rss`` memory probe; runs inside a fresh interpreter."""
     torch.set_num_threads(threads)
@@ -314,11 +296,7 @@ def _rss_probe(library: str, kind: str, dim: int, batch: int, threads: int) -> d
     opt = make_optimizer(adapter)
     with torch.no_grad():  # lazy one-time initialisations outside the measured window
         adapter.log_prob(x[:2])
-    gc.collect()
-    baseline = _proc_status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    _train_step(adapter, opt, x)
-    peak = _proc_status_kib("VmHWM")
+    baseline, peak, _ = peak_rss_kib(lambda: _train_step(adapter, opt, x))
     return {
         "method": "rss",
         "peak_mib": (peak - baseline) / 1024.0,
@@ -334,19 +312,7 @@ def peak_train_memory_rss(
         "import json, sys; from benchmarks.harness import _rss_probe; "
         "print(json.dumps(_rss_probe(*sys.argv[1:3], *map(int, sys.argv[3:]))))"
     )
-    root = Path(__file__).resolve().parent.parent
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, library, kind, str(dim), str(batch), str(threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=root,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh(code, [library, kind, str(dim), str(batch), str(threads)])
 
 
 # --------------------------------------------------------------------------------------

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from benchmarks.probes import run_fresh
 
 CHILD = r"""
 import json, sys
 import torch
-from invertible.models import build_model
+from invertible.catalog import build_model
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(0)
@@ -34,23 +34,16 @@ flow = build_model(cfg["model"], cfg["features"], size=cfg["size"], seed=0).eval
 n, chunk = cfg["n"], cfg["chunk_size"]
 x = torch.randn(n, cfg["features"]) if cfg["what"] == "log_prob" else None
 
-def rss_kb(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1])
-    raise RuntimeError(field)
+from benchmarks.probes import peak_rss_kib
 
 with torch.no_grad():
     flow.log_prob(torch.randn(8, cfg["features"]))  # warm-up: lazy allocations
     flow.sample(8)
-    before = rss_kb("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset VmHWM to the current RSS
     if cfg["what"] == "log_prob":
-        out = flow.log_prob_chunked(x, chunk_size=chunk) if chunk else flow.log_prob(x)
+        run = lambda: flow.log_prob_chunked(x, chunk_size=chunk) if chunk else flow.log_prob(x)
     else:
-        out = flow.sample(n, chunk_size=chunk) if chunk else flow.sample(n)
-    peak = rss_kb("VmHWM:")
+        run = lambda: flow.sample(n, chunk_size=chunk) if chunk else flow.sample(n)
+    before, peak, out = peak_rss_kib(run)
 print(json.dumps({"before_kb": before, "peak_kb": peak,
                   "output_bytes": out.numel() * out.element_size()}))
 """
@@ -58,13 +51,7 @@ print(json.dumps({"before_kb": before, "peak_kb": peak,
 
 def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; returns sizes in MiB."""
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_fresh(CHILD, [json.dumps(cfg)])
     extra_mib = (got["peak_kb"] - got["before_kb"]) / 1024
     out_mib = got["output_bytes"] / 2**20
     return {

@@ -1,4 +1,4 @@
-"""BSDS300 against the MAF paper's table (issue 6): ``python -m benchmarks paper``.
+"""BSDS300 against the MAF paper's table: ``python -m benchmarks paper``.
 
 The data are rebuilt from the BSDS300 images (``invertible.data.load_dataset("bsds300")``,
 MAF protocol: monochrome, random 8x8 patches, dequantised to [0, 1), patch mean subtracted,
@@ -110,7 +110,7 @@ def dataset_readiness(data_dir: str | None = DATA_DIR) -> list[dict[str, Any]]:
     return rows
 
 
-def _markdown(payload: dict[str, Any]) -> str:
+def markdown(payload: dict[str, Any]) -> str:
     cfg = payload["config"]
     data = payload["data"]
     lines = [
@@ -283,9 +283,9 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         json_path.write_text(json.dumps(payload, indent=1, default=str))
-        (out / "paper.md").write_text(_markdown(payload))
+        (out / "paper.md").write_text(markdown(payload))
     json_path.write_text(json.dumps(payload, indent=1, default=str))
-    (out / "paper.md").write_text(_markdown(payload))
+    (out / "paper.md").write_text(markdown(payload))
     print(f"wrote {out / 'paper.md'}")
     return 0
 

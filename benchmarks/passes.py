@@ -43,11 +43,20 @@ def _timeit(fn: Callable[[], object], min_time: float = 0.5, max_repeats: int = 
 
 
 def _passes(flow: inv.Flow, fn: Callable[[], object]) -> int:
-    mades = [m for m in flow.modules() if isinstance(m, inv.nn.MADE)]
-    for made in mades:
-        made.step_counter = 0
-    fn()
-    return sum(made.step_counter for made in mades)
+    """Full MADE network passes made by ``fn``, counted with forward hooks (the incremental
+    sequential pass makes none: it computes each unit once, in D small steps)."""
+    count = [0]
+    hooks = [
+        m.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        for m in flow.modules()
+        if isinstance(m, inv.nn.MADE)
+    ]
+    try:
+        fn()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return count[0]
 
 
 def _set_sequential(flow: inv.Flow, method: str) -> None:

@@ -3,7 +3,7 @@
     python -m benchmarks.profile_step                         # MAF and coupling, D = 784
     python -m benchmarks.profile_step --kinds maf --dims 63 784 --threads 2 --rows 25
 
-For each (model, D) with the issue-6 architecture and batch (:mod:`benchmarks.ours`,
+For each (model, D) with the benchmark architecture and batch (:mod:`benchmarks.invertible_adapter`,
 :func:`benchmarks.harness.default_batch`):
 
 1. **Where the time goes**: a ``torch.profiler`` table of the step's operators, sorted by
@@ -40,7 +40,7 @@ from benchmarks.adapter import (
     make_optimizer,
 )
 from benchmarks.harness import default_batch
-from benchmarks.ours import build_invertible
+from benchmarks.invertible_adapter import build_invertible
 
 __all__ = ["dense_flops", "main", "matmul_peak", "profile_config"]
 

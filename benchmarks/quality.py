@@ -1,4 +1,4 @@
-"""Density-estimation quality with an equal budget (issue 6): ``python -m benchmarks quality``.
+"""Density-estimation quality with an equal budget: ``python -m benchmarks quality``.
 
 Every library trains the same architecture on the same data with the same plain training
 loop (:func:`train_and_evaluate`): Adam (lr 1e-3, no weight decay, no gradient clipping, no
@@ -141,9 +141,9 @@ def load_quality_data(name: str, *, quick: bool = False) -> Any:
 
 def build_model(library: str, kind: str, dim: int, cfg: QualityConfig) -> FlowAdapter:
     """A fresh model of ``kind`` (``"maf"``/``"coupling"``) from ``library`` for D = ``dim``:
-    the speed benchmark's builders (:mod:`benchmarks.peers`, :mod:`benchmarks.ours`) at
-    this benchmark's sizes."""
-    from benchmarks.ours import build_invertible
+    the speed benchmark's builders (:mod:`benchmarks.peers`,
+    :mod:`benchmarks.invertible_adapter`) at this benchmark's sizes."""
+    from benchmarks.invertible_adapter import build_invertible
     from benchmarks.peers import PEER_BUILDERS
 
     if kind not in ("maf", "coupling"):

@@ -1,4 +1,4 @@
-"""``python -m benchmarks speed``: throughput and memory of MAF / coupling flows (issue 6).
+"""``python -m benchmarks speed``: throughput and memory of MAF / coupling flows.
 
 Writes ``speed.json`` (every block timed, environment, versions), ``speed.md`` (tables)
 and ``speed.png`` (throughput vs D) into ``--out``.
@@ -20,7 +20,7 @@ FULL: dict[str, Any] = {
     "retries": 2,
     "out": "benchmarks/results/speed",
 }
-"""Defaults of a normal run (issue 6)."""
+"""Defaults of a normal run."""
 
 QUICK: dict[str, Any] = {
     "dims": [8, 63],

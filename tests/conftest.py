@@ -8,9 +8,9 @@ import pytest
 import torch
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny networks: one thread is faster, and immune to a busy machine's contention."""
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

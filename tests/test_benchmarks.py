@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 from benchmarks.adapter import architecture, make_optimizer
-from benchmarks.ours import build_invertible
+from benchmarks.invertible_adapter import build_invertible
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ours_adapter_matches_the_issue_architectures() -> None:
+def test_ours_adapter_matches_the_benchmark_architectures() -> None:
     maf = build_invertible("maf", 8)
     assert architecture("maf") == (5, (512, 512))
     # dense count D*512 + 512*512 + 512*2D weights plus biases, 5 layers (as the peers)

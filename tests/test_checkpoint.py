@@ -10,6 +10,7 @@ import torch
 
 import invertible
 from invertible import checkpoint as ckpt
+from invertible.catalog import MODELS, ModelUnavailableError, build_model
 from invertible.checkpoint import (
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -18,19 +19,6 @@ from invertible.checkpoint import (
     NonFiniteStateError,
     UnknownModelError,
 )
-from invertible.models import MODELS, ModelUnavailableError, build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 VECTOR_MODELS = [name for name, spec in MODELS.items() if not spec.image]
 
@@ -197,3 +185,22 @@ def test_load_to_device_and_eval_mode(tmp_path: Path) -> None:
     invertible.save(flow, tmp_path / "c")
     again = invertible.load(tmp_path / "c", map_location="cpu")
     assert not again.training
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: invertible.MAF(3, num_layers=2, hidden_features=(8,)),
+        lambda: invertible.RealNVP(3, num_layers=2, hidden_features=(8,)),
+    ],
+    ids=["MAF", "RealNVP"],
+)
+def test_round_trip_keeps_float64(tmp_path: Path, make) -> None:
+    torch.manual_seed(0)
+    flow = make().double().eval()
+    invertible.save(flow, tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["dtype"] == "float64"
+    again = invertible.load(tmp_path / "c")
+    assert all(p.dtype == torch.float64 for p in again.parameters())
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(flow.log_prob(x), again.log_prob(x))

@@ -15,18 +15,6 @@ from typer.testing import CliRunner
 
 from invertible.cli import app
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 runner = CliRunner()
 SMALL = ["--option", "n_train=1000", "--option", "n_val=200", "--option", "n_test=300"]
 

@@ -15,16 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from invertible.models import build_model
+from invertible.catalog import build_model
 from invertible.training import compile_flow, fit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data() -> SimpleNamespace:
@@ -51,6 +43,27 @@ def _same_numbers(backend: str) -> None:
 
 def test_compiled_flow_same_numbers() -> None:
     _same_numbers("aot_eager")
+
+
+def test_compiled_mask_ensemble_and_empty_samples() -> None:
+    """The compiled density of a K-mask ensemble is the ensemble's, not one mask's."""
+    import invertible as inv
+
+    torch.manual_seed(0)
+    flow = inv.GaussianAR(3, hidden_features=(16,), num_masks=3)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    flow.eval()
+    fast = compile_flow(flow, backend="aot_eager")
+    x = torch.randn(32, 3)
+    torch.testing.assert_close(fast.log_prob(x), flow.log_prob(x))
+    torch.manual_seed(2)
+    expected = flow.sample(20)
+    torch.manual_seed(2)
+    torch.testing.assert_close(fast.sample(20), expected)
+    assert fast.sample(0).shape == (0, 3)
+    assert compile_flow(build_model("realnvp", 2, size="tiny", seed=0)).sample(0).shape == (0, 2)
 
 
 def test_fit_with_compile_same_numbers() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import invertible
-from invertible.distill import (
+from invertible.distillation import (
     LOSSES,
     check_closed_form,
     distill,
@@ -17,8 +17,8 @@ from invertible.distill import (
     gaussian_kl,
     gradient_variance,
     make_student,
-    mmd_test,
 )
+from invertible.evaluation import mmd_test
 
 BOUND = 5.0  # the presets' default log_scale_bound: alpha = BOUND * tanh(raw / BOUND)
 

@@ -2,7 +2,7 @@
 
 Two processes are started with ``torch.multiprocessing.spawn`` on 127.0.0.1 (a free port);
 each builds the same float64 RealNVP with a BatchNorm layer and trains with
-:class:`~invertible.distributed.DistributedTrainer`; rank 0 writes what it got, which the
+:class:`~invertible.training.ddp.DistributedTrainer`; rank 0 writes what it got, which the
 test compares with a single-process :class:`~invertible.training.Trainer`.
 """
 
@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import invertible
-from invertible.models import build_model
+from invertible.catalog import build_model
 from invertible.training import TrainConfig, Trainer
 
 STEP_CONFIG = dict(batch_size=64, lr=1e-2, grad_clip=None, seed=5)
@@ -60,7 +60,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     """One process of the group: one step, then a short run; rank 0 saves the results."""
     import os
 
-    from invertible.distributed import DistributedTrainer, init_distributed
+    from invertible.training.ddp import DistributedTrainer, init_distributed
 
     torch.set_num_threads(1)
     os.environ.update(
@@ -156,7 +156,7 @@ def test_rank0_wrote_the_run(two_process, tmp_path_factory) -> None:
 
 
 def test_sharding_and_sync_layers_without_group() -> None:
-    from invertible.distributed import SyncBatchNorm, convert_sync_norm, shard_bounds
+    from invertible.training.ddp import SyncBatchNorm, convert_sync_norm, shard_bounds
 
     bounds = [shard_bounds(65, r, 4) for r in range(4)]
     assert bounds[0][0] == 0 and bounds[-1][1] == 65

@@ -23,17 +23,6 @@ from invertible.evaluation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gaussian_flow(d: int = 3, log_scale: float = 0.5) -> invertible.Flow:
     flow = invertible.Flow(invertible.Rescaling(d), invertible.StandardNormal(d))
     torch.nn.init.constant_(flow.transform.log_scale, log_scale)

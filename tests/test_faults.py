@@ -19,17 +19,10 @@ from safetensors.torch import load_file
 
 import invertible
 from invertible import checkpoint as ckpt
+from invertible import files
+from invertible.catalog import build_model
 from invertible.checkpoint import CheckpointMismatchError, NonFiniteStateError
-from invertible.models import build_model
 from invertible.training import TrainConfig, Trainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data() -> SimpleNamespace:
@@ -264,7 +257,7 @@ def test_unwritable_checkpoint_directory_is_a_clear_error(tmp_path: Path, monkey
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(ckpt.tempfile, "mkdtemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkdtemp", denied)
     with pytest.raises(OSError, match=r"Permission denied.*choose a writable location"):
         trainer.save_state()
 

@@ -10,20 +10,9 @@ import pytest
 import torch
 
 import invertible
+from invertible.catalog import build_model
 from invertible.data import load_dataset
-from invertible.models import build_model
 from invertible.training import TrainConfig, Trainer, fit, refresh_batchnorm
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +156,45 @@ def test_bad_data_rejected() -> None:
         fit(flow, SimpleNamespace(train=bad, val=None), steps=1, progress=False)
     with pytest.raises(ValueError, match="features=3"):
         fit(flow, SimpleNamespace(train=np.zeros((10, 3), "float32")), steps=1, progress=False)
+
+
+class _Crops:
+    """A toy data object that supplies its own batches (like random crops of long audio)."""
+
+    def __init__(self) -> None:
+        self.signal = torch.randn(4000) * 0.5 + 1.0
+        self.calls: list[int] = []
+        self.val = self.signal[:600].reshape(-1, 2).numpy()
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        self.calls.append(batch_size)
+        start = torch.randint(0, self.signal.numel() - 2, (batch_size,), generator=generator)
+        return torch.stack([self.signal[start], self.signal[start + 1]], dim=1)
+
+
+def test_data_object_supplies_its_own_batches() -> None:
+    data = _Crops()
+    flow = build_model("realnvp", 2, size="tiny", seed=0)
+    trainer = Trainer(
+        flow, data, TrainConfig(steps=40, batch_size=32, eval_every=20), progress=False
+    )
+    assert torch.equal(trainer.sample_batch(7), trainer.sample_batch(7))  # pure in (seed, step)
+    result = trainer.run()
+    assert result.steps == 40 and result.best_val_log_prob is not None
+    assert data.calls and set(data.calls) == {32}
+
+
+def test_validation_batches_iterator() -> None:
+    class WithValBatches(_Crops):
+        def __init__(self) -> None:
+            super().__init__()
+            del self.val
+
+        def val_batches(self):
+            yield self.signal[:200].reshape(-1, 2)
+            yield self.signal[200:400].reshape(-1, 2)
+
+    result = fit(build_model("nice", 2, size="tiny", seed=0), WithValBatches(), steps=20,
+                 batch_size=16, eval_every=10, progress=False)  # fmt: skip
+    assert result.final_val_log_prob is not None
+    assert all(r["val_log_prob"] is not None for r in result.history if r["event"] == "eval")

@@ -6,11 +6,12 @@ Directions, once and for all: ``forward`` is the generative direction z → x (w
 shape ``[batch]`` for the direction that ran.
 """
 
+import invertible.distill as _distill_module  # noqa: F401  (the deprecated module path)
 from invertible.checkpoint import load as load
 from invertible.checkpoint import save as save
 from invertible.core import *
-from invertible.distill import DistillResult as DistillResult
-from invertible.distill import distill as distill
+from invertible.distillation import DistillResult as DistillResult
+from invertible.distillation import distill as distill
 from invertible.distributions import *
 from invertible.evaluation import evaluate as evaluate
 from invertible.nn import MLP as MLP
@@ -19,7 +20,6 @@ from invertible.training import TrainResult as TrainResult
 from invertible.training import compile_flow as compile_flow
 from invertible.training import fit as fit
 from invertible.transforms import *
+from invertible.version import __version__ as __version__
 
 train = fit  # alias: ``invertible.train(flow, data, ...)``
-
-__version__ = "0.1.0"

@@ -47,17 +47,22 @@ import inspect
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load as _safetensors_load
+from safetensors.torch import save as _safetensors_save
 from torch import Tensor
 
+import invertible.presets  # noqa: F401  (fills Flow.registry, which load() reads)
 from invertible.core import Flow
+from invertible.files import atomic_directory as _atomic_directory
+from invertible.files import fsync_write
+from invertible.tensors import dtype_device
+from invertible.version import __version__
 
 __all__ = [
     "FORMAT",
@@ -70,10 +75,13 @@ __all__ = [
     "NonFiniteStateError",
     "UnknownModelError",
     "atomic_directory",
+    "check_tensors",
     "data_metadata",
     "fsync_write",
     "load",
     "load_tensors",
+    "load_training_state",
+    "load_weights",
     "read_metadata",
     "save",
     "save_tensors",
@@ -120,67 +128,18 @@ class NonFiniteStateError(CheckpointError):
 # --------------------------------------------------------------------------- low-level I/O
 
 
-def fsync_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it (the file must not be visible half-written:
-    call this inside :func:`atomic_directory` or on a temporary name)."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every file system
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
-    """Yield a temporary directory next to ``path``; on success it replaces ``path``.
-
-    On any exception the temporary directory is removed and ``path`` is left untouched.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "out"
-        >>> with atomic_directory(target) as tmp:
-        ...     _ = (tmp / "a.txt").write_text("hi")
-        >>> (target / "a.txt").read_text()
-        'hi'
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """:func:`invertible.files.atomic_directory`, with a :class:`CheckpointError` when
+    ``path`` is an existing file.
     """
-    target = Path(path)
-    parent = target.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    except OSError as e:
-        raise OSError(
-            f"cannot write to {parent}: {e.strerror or e}; choose a writable location"
+        with _atomic_directory(path) as tmp:
+            yield tmp
+    except FileExistsError as e:
+        raise CheckpointError(
+            f"{path} exists and is not a checkpoint directory; remove it or choose another path"
         ) from e
-    try:
-        yield tmp
-        _fsync_dir(tmp)
-        if target.exists():
-            if not target.is_dir():
-                raise CheckpointError(
-                    f"{target} exists and is not a checkpoint directory; remove it or choose "
-                    "another path"
-                )
-            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=parent))
-            os.rmdir(backup)
-            os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_finite(tensors: Mapping[str, Tensor], what: str) -> None:
@@ -199,23 +158,20 @@ def _prepare(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor]) -> None:
     """Write ``tensors`` to a safetensors file at ``path`` (fsync'ed, not atomic by itself)."""
-    from safetensors.torch import save
-
-    fsync_write(path, save(_prepare(tensors)))
+    fsync_write(path, _safetensors_save(_prepare(tensors)))
 
 
 def load_tensors(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict:
     """Read a safetensors file; a missing, corrupt or truncated file raises a
-    :class:`CheckpointError` naming the file."""
-    from safetensors.torch import load
-
+    :class:`CheckpointError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"{path}: file not found; the checkpoint is incomplete, save it again"
         )
     try:
-        tensors = load(path.read_bytes())
+        tensors = _safetensors_load(path.read_bytes())
     except Exception as e:  # safetensors raises SafetensorError, or others on garbage
         raise CheckpointFormatError(
             f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]}); "
@@ -245,9 +201,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    import invertible
-
-    return {"torch": torch.__version__, "invertible": getattr(invertible, "__version__", "?")}
+    return {"torch": torch.__version__, "invertible": __version__}
 
 
 def _floats(a: Any) -> list[float] | None:
@@ -299,6 +253,20 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _dtype_name(flow: Flow) -> str:
+    """The floating dtype of the flow's parameters (``"float32"``, ``"float64"``, ...)."""
+    return str(dtype_device(flow)[0]).removeprefix("torch.")
+
+
+def _torch_dtype(name: str, path: Path) -> torch.dtype:
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CheckpointFormatError(
+            f"{path / CONFIG_FILE}: unknown dtype {name!r}; re-save the model"
+        )
+    return dtype
+
+
 def _metadata(flow: Flow, data: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     name = type(flow).__name__
     if Flow.registry.get(name) is not type(flow):
@@ -322,6 +290,7 @@ def _metadata(flow: Flow, data: Any, extra: Mapping[str, Any] | None) -> dict[st
         "format_version": FORMAT_VERSION,
         "model": name,
         "config": flow.config,
+        "dtype": _dtype_name(flow),
         **_versions(),
         "data": data_meta,
         "extra": dict(extra or {}),
@@ -429,23 +398,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def _import_optional_presets() -> None:
-    """Import preset modules that register themselves, if they exist in this installation."""
-    import importlib
-
-    for mod in (
-        "invertible.presets",
-        "invertible.presets.autoregressive",
-        "invertible.presets.images",
-        "invertible.presets.image",
-    ):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(mod)
-
-
 def build_from_config(model: str, config: Mapping[str, Any]) -> Flow:
     """Rebuild a preset from its registry name and constructor arguments."""
-    _import_optional_presets()
     cls = Flow.registry.get(model)
     if cls is None:
         known = ", ".join(sorted(Flow.registry))
@@ -463,7 +417,10 @@ def build_from_config(model: str, config: Mapping[str, Any]) -> Flow:
         ) from e
 
 
-def _check_tensors(flow: Flow, tensors: Mapping[str, Tensor], path: Path) -> None:
+def check_tensors(flow: Flow, tensors: Mapping[str, Tensor], path: Path) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``tensors`` has exactly the names and
+    shapes of ``flow.state_dict()`` (``path``: the checkpoint, for the message).
+    """
     expected = flow.state_dict()
     where = path / WEIGHTS_FILE
     for name, t in expected.items():
@@ -501,13 +458,21 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     if path.is_file():
         path = path.parent
     flow = build_from_config(meta["model"], meta["config"])
-    tensors = load_tensors(path / WEIGHTS_FILE, "cpu")
-    _check_tensors(flow, tensors, path)
-    flow.load_state_dict(tensors, strict=True)
+    if "dtype" in meta:  # older checkpoints were float32 only
+        flow.to(_torch_dtype(meta["dtype"], path))
+    load_weights(flow, path)
     flow.to(map_location)
     flow.eval()
     flow.checkpoint_meta = meta  # type: ignore[attr-defined]
     return flow
+
+
+def load_weights(flow: Flow, path: str | os.PathLike[str]) -> None:
+    """Load the weights of checkpoint ``path`` into ``flow`` (names and shapes checked)."""
+    path = Path(path)
+    tensors = load_tensors(path / WEIGHTS_FILE, "cpu")
+    check_tensors(flow, tensors, path)
+    flow.load_state_dict(tensors, strict=True)
 
 
 def load_training_state(

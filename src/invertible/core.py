@@ -396,11 +396,6 @@ class Flow(nn.Module):
         check_input("x", x, self.event_shape, what="data point")
         self._check_dtype("x", x)
 
-    # Transitional aliases for the workflow modules, removed when they use the public names.
-    _check_x = check_input
-    _check_n = check_n
-    _check_context = check_context
-
     def _check_dtype(self, name: str, value: Tensor) -> None:
         dtype = self._dtype()
         if dtype is not None and value.dtype != dtype:

@@ -47,15 +47,6 @@ def _check_samples(samples: torch.Tensor, reference: torch.Tensor) -> None:
     assert _mmd_p_value(samples, reference) > 0.01
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to a busy machine's contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(flow: inv.Flow, loss_fn, steps: int) -> None:
     optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
     for _ in range(steps):
@@ -65,7 +56,7 @@ def _train(flow: inv.Flow, loss_fn, steps: int) -> None:
         optimizer.step()
 
 
-def test_maf_learns_a_gaussian_and_samples_it(one_thread: None) -> None:
+def test_maf_learns_a_gaussian_and_samples_it() -> None:
     torch.manual_seed(0)
     flow = inv.MAF(2, num_layers=3, hidden_features=(32, 32))
     data = _target().sample((4096,))
@@ -88,7 +79,7 @@ def test_maf_learns_a_gaussian_and_samples_it(one_thread: None) -> None:
     assert gap < 0.05, f"MAF is {gap:.3f} nats worse than the true density"
 
 
-def test_iaf_fits_a_gaussian_by_reverse_kl_and_samples_it(one_thread: None) -> None:
+def test_iaf_fits_a_gaussian_by_reverse_kl_and_samples_it() -> None:
     torch.manual_seed(0)
     flow = inv.IAF(2, num_layers=3, hidden_features=(32, 32))
     target = _target()
@@ -157,7 +148,7 @@ def test_made_mog_integrates_to_one_and_is_consistent() -> None:
     assert flow.log_prob(x.detach()).shape == (32,)
 
 
-def test_maf_mog_works_as_a_flow(one_thread: None) -> None:
+def test_maf_mog_works_as_a_flow() -> None:
     torch.manual_seed(0)
     flow = inv.MAF(2, num_layers=2, hidden_features=(16,), mog_components=3)
     assert isinstance(flow.base, inv.MixtureMADE)

@@ -33,11 +33,6 @@ AUTOREGRESSIVE = [case for case in CASES if is_autoregressive(PRESETS[case]())]
 VECTOR = [case for case in CASES if len(PRESETS[case]().event_shape) == 1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread: None) -> None:
-    """Tiny networks: one thread is faster and immune to a busy machine."""
-
-
 def _num_masks(flow: inv.Flow) -> int:
     return int(getattr(flow, "num_masks", 1))
 

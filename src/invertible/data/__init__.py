@@ -30,8 +30,10 @@ from invertible.data.base import (
     ImageData,
     RequiredFile,
     TabularData,
+    nonfinite_rows,
     resolve_data_dir,
 )
+from invertible.data.files import check_finite_splits, load_array_file, load_data
 from invertible.data.registry import dataset_names, list_datasets, load_dataset
 
 __all__ = [
@@ -45,8 +47,12 @@ __all__ = [
     "ImageData",
     "RequiredFile",
     "TabularData",
+    "check_finite_splits",
     "dataset_names",
     "list_datasets",
+    "load_array_file",
+    "load_data",
     "load_dataset",
+    "nonfinite_rows",
     "resolve_data_dir",
 ]

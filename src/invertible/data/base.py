@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -21,6 +20,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from invertible.files import atomic_save_npy
+
 __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
@@ -31,6 +32,8 @@ __all__ = [
     "ImageData",
     "RequiredFile",
     "TabularData",
+    "atomic_save_npy",
+    "nonfinite_rows",
     "resolve_data_dir",
 ]
 
@@ -180,6 +183,7 @@ class RequiredFile:
     note: str = ""
 
     def describe(self, indent: str = "  ") -> str:
+        """A bullet naming the file, where to get it and where to put it."""
         lines = [
             f"{indent}- {self.filename}",
             f"{indent}    get it from: {self.url}",
@@ -347,21 +351,6 @@ def resolve_cache_dir(data_dir: Path, cache_dir: str | os.PathLike[str] | None =
     return Path(os.path.expanduser("~/.cache/invertible"))
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` (``.npy``) atomically: temp file, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_cached_npy(path: Path, mmap: bool = False) -> np.ndarray | None:
     """Load a cached ``.npy`` written by :func:`atomic_save_npy`; ``None`` if absent/broken."""
     if not path.is_file():
@@ -426,6 +415,23 @@ def check_sha256(path: Path, expected: str | Iterable[str], what: str = "") -> b
 # --------------------------------------------------------------------------- array helpers
 
 
+def nonfinite_rows(array: Any) -> np.ndarray:
+    """Indices of the rows of ``array`` (numpy, or anything ``np.asarray`` takes, e.g. a CPU
+    tensor) holding NaN or inf; empty for integer arrays.
+
+    Example:
+        >>> nonfinite_rows(np.array([[0.0, 1.0], [np.nan, 2.0], [3.0, np.inf]])).tolist()
+        [1, 2]
+    """
+    if hasattr(array, "detach"):  # a torch tensor: read it without importing torch here
+        array = array.detach().cpu().numpy()
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "fc" or arr.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+    return np.flatnonzero(~finite)
+
+
 def check_finite(
     array: np.ndarray, source: str | Path, line_numbers: np.ndarray | int | None = None
 ) -> None:
@@ -435,11 +441,8 @@ def check_finite(
     data row, and its 1-based line in the file when ``line_numbers`` is given (an array
     mapping rows to lines, or the line number of row 0 for files without skipped lines).
     """
-    bad = ~np.isfinite(array)
-    if bad.ndim > 1:
-        bad = bad.reshape(bad.shape[0], -1).any(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
+    rows = nonfinite_rows(array)
+    if rows.size:
         first = int(rows[0])
         where = f"data row {first} (0-based)"
         if line_numbers is not None:
@@ -547,7 +550,8 @@ _ARCHIVE_ERRORS = (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error)
 def open_binary(path: Path, member: str | None = None) -> Iterator[IO[bytes]]:
     """Open a file for streaming binary reads, un-gzipping ``.gz`` and opening ``member``
     (matched by base name) inside a ``.zip``. Archive errors met while reading inside the
-    ``with`` block (truncation, bad CRC) become :class:`DatasetFormatError`."""
+    ``with`` block (truncation, bad CRC) become :class:`DatasetFormatError`.
+    """
     try:
         if path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as zf:
@@ -591,7 +595,8 @@ def parse_numeric_file(
 ) -> np.ndarray:
     """Stream a numeric text file (plain, ``.gz`` or a ``.zip`` member) into float64 with
     ``np.loadtxt``, without holding the text in memory; errors become
-    :class:`DatasetFormatError`."""
+    :class:`DatasetFormatError`.
+    """
     with open_binary(path, member) as fh:
         try:
             return np.loadtxt(
@@ -616,7 +621,8 @@ def parse_numeric(
     ndmin: int = 2,
 ) -> np.ndarray:
     """``np.loadtxt`` (float64) of text, bytes or a binary file object, whose parse errors
-    become :class:`DatasetFormatError`."""
+    become :class:`DatasetFormatError`.
+    """
     if isinstance(text, bytes):
         text = io.BytesIO(text)
     elif isinstance(text, str):

@@ -341,7 +341,8 @@ def load_fashion_mnist(
 ) -> ImageData:
     """Fashion-MNIST as raw ``uint8 [N, 1, 28, 28]``; the last 10,000 training images are
     validation. Looks in ``<data_dir>/fashion-mnist`` then in
-    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``)."""
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
+    """
     info = {
         "source": "Fashion-MNIST (Xiao, Rasul, Vollgraf 2017), Zalando Research",
         "url": "https://github.com/zalandoresearch/fashion-mnist",
@@ -382,7 +383,7 @@ def load_digits(*, seed: int = 0, standardize: bool | str = False) -> TabularDat
         >>> load_digits().train.shape
         (1258, 64)
     """
-    from sklearn.datasets import load_digits as sk_digits  # lazy
+    from sklearn.datasets import load_digits as sk_digits  # noqa: PLC0415 (heavy; one dataset)
 
     values = sk_digits().data.astype(np.float64)  # [1797, 64], 0..16
     out = []
@@ -428,7 +429,7 @@ def load_digits_images(*, seed: int = 0, scale_to_8bit: bool = False) -> ImageDa
         >>> d.train.shape, d.levels, int(d.train.max())
         ((1258, 1, 8, 8), 17, 16)
     """
-    from sklearn.datasets import load_digits as sk_digits  # lazy
+    from sklearn.datasets import load_digits as sk_digits  # noqa: PLC0415 (heavy; one dataset)
 
     bunch = sk_digits()
     images = bunch.images.astype(np.float64)  # [1797, 8, 8]
@@ -464,7 +465,8 @@ _BSDS_MEMBER = re.compile(r"(?:^|/)images/(train|test)/(\d+)\.jpg$")
 
 def locate_bsds300(data_dir: Path) -> Located:
     """Find ``BSDS300.hdf5`` (MAF), an extracted ``BSDS300/images/{train,test}`` tree, or the
-    images archive (``BSDS300-images.tgz`` / ``BSDS300-images-reassembled.tgz``)."""
+    images archive (``BSDS300-images.tgz`` / ``BSDS300-images-reassembled.tgz``).
+    """
     found: dict[str, Path] = {}
     subs = ("BSDS300", "bsds300")
     for s in subs:
@@ -505,7 +507,7 @@ def locate_bsds300(data_dir: Path) -> Located:
 
 
 def _decode_gray(blob: bytes, where: str) -> np.ndarray:
-    from PIL import Image  # lazy
+    from PIL import Image  # noqa: PLC0415 (only for PNG sources)
 
     try:
         with Image.open(io.BytesIO(blob)) as im:
@@ -599,7 +601,7 @@ def _bsds_from_hdf5(
     path: Path, n_sizes: tuple[int | None, int | None, int | None]
 ) -> tuple[list[np.ndarray], dict]:
     try:
-        import h5py  # lazy, optional
+        import h5py  # noqa: PLC0415 (optional dependency: the hdf5 extra)
     except ImportError as e:
         raise ImportError(
             f"reading {path} needs h5py: `pip install h5py` (or `pip install "
@@ -646,11 +648,14 @@ def load_bsds300(
         seed: Patch sampling and dequantisation seed (rebuild only).
         source: ``"auto"`` (the paper's ``BSDS300.hdf5`` if present and h5py is installed,
             else the images), ``"hdf5"`` or ``"images"``.
-        n_train, n_val, n_test: Patch counts. Rebuild defaults: 1,000,000 / 50,000 /
-            250,000 (the paper's). With the hdf5, ``None`` takes all and a number the first
-            rows.
+        n_train: Training patch count. Rebuild defaults: 1,000,000 / 50,000 / 250,000
+            for the three splits (the paper's). With the hdf5, ``None`` takes all and a
+            number the first rows.
+        n_val: Validation patch count (as ``n_train``).
+        n_test: Test patch count (as ``n_train``).
         cache: Rebuild only: cache the patch arrays as ``.npy`` (keyed by source file,
-            counts and seed) in ``cache_dir`` (default ``<data_dir>/cache``, or
+            counts and seed) in ``cache_dir``.
+        cache_dir: Where the cache goes (default ``<data_dir>/cache``, or
             ``~/.cache/invertible`` when the data directory is read-only; also
             ``$INVERTIBLE_CACHE_DIR``).
 
@@ -669,7 +674,7 @@ def load_bsds300(
         if "hdf5" not in found:
             raise ValueError(f"source='hdf5' but no BSDS300/BSDS300.hdf5 in {data_dir}")
         try:
-            import h5py  # noqa: F401
+            import h5py  # noqa: F401, PLC0415 (optional dependency: the hdf5 extra)
 
             use_hdf5 = True
         except ImportError:

@@ -13,6 +13,7 @@ scikit-learn ships) and by the ``bsds300`` rebuild in :mod:`invertible.data.imag
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -183,9 +184,7 @@ def sklearn_gray_images() -> tuple[list[str], list[np.ndarray]]:
 
     Returns ``(names, images)`` sorted by file name (``china.jpg``, ``flower.jpg``).
     """
-    import os
-
-    from sklearn.datasets import load_sample_images  # lazy: heavy import
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415 (heavy; one dataset)
 
     bunch = load_sample_images()
     pairs = sorted(

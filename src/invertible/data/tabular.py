@@ -303,8 +303,12 @@ def load_power(
         time_dequantize: Raw rebuild only: add ``U[0, 1)`` minutes to the integer time of
             day. MAF adds no noise to time, so its ``data.npy`` time column is taken to be
             already continuous; without this the column has 1440 atoms.
-        n_train, n_val, n_test: Optional subset sizes.
+        n_train: Optional training subset size.
+        n_val: Optional validation subset size.
+        n_test: Optional test subset size.
     """
+    # Long on purpose: the two sources (MAF's .npy, the raw UCI file) share one linear
+    # sequence of steps whose intermediate arrays the split and the info both need.
     standardize = _check_mode(standardize)
     found = locate_power(data_dir).require("power", data_dir)
     info: dict = {
@@ -696,7 +700,8 @@ def read_miniboone_raw(path: Path) -> tuple[np.ndarray, int, int]:
 def miniboone_recipe(data: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """MAF's recorded MINIBOONE cleaning: drop rows with column 0 below -100 (the -999
     placeholders), then features whose smallest value occurs more than 5 times. File order
-    is kept. Returns ``(cleaned rows, kept column indices)``."""
+    is kept. Returns ``(cleaned rows, kept column indices)``.
+    """
     data = data[~(data[:, 0] < -100)]
     keep = np.flatnonzero(_smallest_value_counts(data) <= 5)
     return data[:, keep], [int(k) for k in keep]
@@ -723,6 +728,7 @@ def load_miniboone(
     Split (no shuffle): last 10% test, last 10% of the rest validation; z-score with
     train+validation statistics (MAF).
     """
+    # Long on purpose: MAF's preprocessing, one step after another, as in their code.
     standardize = _check_mode(standardize)
     if events not in ("signal", "all"):
         raise ValueError(f"events must be 'signal' or 'all', got {events!r}")

@@ -314,7 +314,9 @@ def load_toy(
         name: One of ``moons``, ``rings``, ``8gaussians``, ``checkerboard``, ``pinwheel``,
             ``spirals``.
         seed: Sampling seed; each split uses its own stream derived from it.
-        n_train, n_val, n_test: Split sizes.
+        n_train: Training split size.
+        n_val: Validation split size.
+        n_test: Test split size.
         standardize: ``True``/``"train"``: z-score with training-split statistics
             (``true_log_prob`` follows); ``False``/``"none"`` (default): generating space.
 

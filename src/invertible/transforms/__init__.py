@@ -49,3 +49,7 @@ __all__ = [
     "dequantize",
     "soft_clamp",
 ]
+
+from invertible.transforms.normalization import SyncActNorm, SyncBatchNorm
+
+__all__ += ["SyncActNorm", "SyncBatchNorm"]

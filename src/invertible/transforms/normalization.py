@@ -174,3 +174,96 @@ class BatchNorm(Transform):
 
     def extra_repr(self) -> str:
         return f"features={self.beta.numel()}, momentum={self.momentum}, eps={self.eps}"
+
+
+# --------------------------------------------------------------------------- across processes
+# Synchronised BatchNorm and ActNorm for data-parallel training (invertible.training.ddp
+# switches a flow's layers to these); without a process group they are the plain layers.
+
+import torch.distributed as dist  # noqa: E402
+
+__all__ += ["SyncActNorm", "SyncBatchNorm", "all_reduce_sum", "is_distributed"]
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one process is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward is again the sum over processes of the gradients
+    (the gradient of ``sum_r f_r(S)`` with respect to each process's contribution to S)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        out = grad.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Differentiable sum of ``tensor`` over all processes (identity without a group)."""
+    if not is_distributed():
+        return tensor
+    return _AllReduceSum.apply(tensor)
+
+
+class SyncBatchNorm(BatchNorm):
+    """:class:`~invertible.BatchNorm` whose training statistics are those of the global batch.
+
+    Same parameters, buffers and state-dict keys as ``BatchNorm`` (a checkpoint does not
+    know the difference). In training mode under an initialised process group, the mean and
+    (biased) variance are computed from per-feature sums of ``x - running_mean`` and of its
+    square, all-reduced (differentiably) over the processes, so gradients flow through the
+    statistics exactly as in one process holding the whole batch; the shift by the running
+    mean (identical on every process) keeps ``E[x^2] - E[x]^2`` accurate in float32.
+    Without a group, or in eval mode, it is ``BatchNorm``.
+    """
+
+    def _statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not (self.training and is_distributed()):
+            return super()._statistics(x)
+        dims = _reduce_dims(x)
+        shift = _broadcast(self.running_mean.detach(), x)
+        centred = x - shift
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        local = torch.cat([centred.sum(dim=dims), (centred * centred).sum(dim=dims), count])
+        total = all_reduce_sum(local)
+        k = self.running_mean.numel()
+        n = total[-1].detach()
+        mean_c = total[:k] / n
+        var = (total[k : 2 * k] / n - mean_c * mean_c).clamp_min(0.0)
+        mean = mean_c + self.running_mean.detach()
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach(), self.momentum)
+        return mean, var
+
+
+class SyncActNorm(ActNorm):
+    """:class:`~invertible.ActNorm` whose data-dependent initialisation uses the global batch
+    (mean and unbiased standard deviation over all processes' first batches)."""
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        if not is_distributed():
+            return super()._initialize(x)
+        dims = _reduce_dims(x)
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64, device=x.device)
+        xd = x.double()
+        local = torch.cat([count, xd.sum(dim=dims)])
+        dist.all_reduce(local)
+        n, mean = local[0], local[1:] / local[0]
+        m2 = ((xd - _broadcast(mean, xd)) ** 2).sum(dim=dims)
+        dist.all_reduce(m2)
+        std = (m2 / (n - 1).clamp_min(1)).sqrt()
+        self.shift.copy_(mean.to(self.shift))
+        self.log_scale.copy_(std.clamp_min(1e-6).log().to(self.log_scale))
+        self.initialized.fill_(True)
+        return None

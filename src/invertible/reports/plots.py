@@ -25,15 +25,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from invertible.evaluation.sampling import sample_images
+from invertible.transforms.preprocessing import bits_per_dim
+
 __all__ = [
+    "kl_curve_figure",
     "patches_to_images",
     "plot_bits_per_dim",
     "plot_density_2d",
     "plot_image_grid",
     "plot_image_samples",
     "plot_patch_grid",
+    "plot_run",
     "plot_samples",
     "plot_training_curves",
+    "tile",
 ]
 
 
@@ -45,11 +51,30 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def tile(images: np.ndarray, *, fill: float = 1.0) -> np.ndarray:
+    """Images ``[N, H, W, C]`` on a square canvas ``[k(H+1)+1, k(W+1)+1, C]``, k = ⌈√N⌉,
+    one pixel of ``fill`` between and around them.
+
+    Example:
+        >>> tile(np.zeros((5, 2, 3, 1))).shape
+        (10, 13, 1)
+    """
+    n, h, w, c = images.shape
+    k = math.ceil(math.sqrt(n))
+    canvas = np.full((k * (h + 1) + 1, k * (w + 1) + 1, c), fill, dtype=np.float64)
+    for i, img in enumerate(images):
+        r, col = divmod(i, k)
+        top, left = 1 + r * (h + 1), 1 + col * (w + 1)
+        canvas[top : top + h, left : left + w] = img
+    return canvas
+
+
 def plot_training_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]
 ) -> Path:
     """Training loss (negated, so both curves are log-likelihoods) and validation
-    log-likelihood against the step, one colour per run."""
+    log-likelihood against the step, one colour per run.
+    """
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, history) in enumerate(histories.items()):
         recs = [r for r in history if r.get("event", "eval") == "eval"]
@@ -166,16 +191,14 @@ def plot_patch_grid(
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         imgs = patches_to_images(np.asarray(rows[name])[:n], side=side)
-        k = math.ceil(math.sqrt(len(imgs)))
-        canvas = np.ones((k * (side + 1) + 1, k * (side + 1) + 1))
-        for i, img in enumerate(imgs):
+        stretched = []
+        for img in imgs:
             lo, hi = np.percentile(img, 1), np.percentile(img, 99)
-            img = np.clip((img - lo) / (hi - lo + 1e-12), 0, 1) if np.isfinite(img).all() else 0
-            r, c = divmod(i, k)
-            canvas[
-                1 + r * (side + 1) : 1 + r * (side + 1) + side,
-                1 + c * (side + 1) : 1 + c * (side + 1) + side,
-            ] = img
+            if np.isfinite(img).all():
+                stretched.append(np.clip((img - lo) / (hi - lo + 1e-12), 0, 1))
+            else:
+                stretched.append(np.zeros_like(img))
+        canvas = tile(np.stack(stretched)[..., None])[..., 0]
         ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
@@ -189,14 +212,8 @@ def plot_image_grid(
     imgs = np.asarray(images)
     imgs = imgs.astype(np.float64) / (levels - 1) if imgs.dtype == np.uint8 else imgs
     imgs = np.clip(imgs, 0, 1)
-    n, c, h, w = imgs.shape
-    k = math.ceil(math.sqrt(n))
-    canvas = np.ones((k * (h + 1) + 1, k * (w + 1) + 1, c))
-    for i, img in enumerate(imgs):
-        r, col = divmod(i, k)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = (
-            img.transpose(1, 2, 0)
-        )
+    c = imgs.shape[1]
+    canvas = tile(imgs.transpose(0, 2, 3, 1))
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None)
     ax.axis("off")
@@ -225,8 +242,6 @@ def plot_bits_per_dim(
         >>> plot_bits_per_dim(hist, tempfile.mkdtemp() + "/b.png", features=64).suffix
         '.png'
     """
-    from invertible.transforms.preprocessing import bits_per_dim
-
     recs = [r for r in history if r.get("event", "eval") == "eval"]
 
     def x_of(r: Mapping[str, Any]) -> float:
@@ -270,9 +285,8 @@ def plot_image_samples(
     title: str = "",
 ) -> Path:
     """A grid of ``n`` samples of an image flow at ``temperature``, quantised to pixels as
-    the data are (see :func:`invertible.evaluation.sample_images`)."""
-    from invertible.evaluation import sample_images
-
+    the data are (see :func:`invertible.evaluation.sample_images`).
+    """
     pixels = sample_images(flow, n, levels=levels, temperature=temperature, seed=seed)
     label = f"{title} samples, T = {temperature:g}".strip()
     return plot_image_grid(pixels, path, levels=levels, title=label)
@@ -282,7 +296,8 @@ def plot_samples(
     flow: Any, data: Any, path: str | os.PathLike[str], *, n: int = 64, title: str = ""
 ) -> Path | None:
     """The natural picture for the data: 2-D density + samples, patch grids for 63/64-D,
-    image grids for images. Returns ``None`` when no picture applies."""
+    image grids for images. Returns ``None`` when no picture applies.
+    """
     test = data.test
     if test.dtype == np.uint8:
         samples = flow.sample(n).cpu().numpy()
@@ -299,3 +314,69 @@ def plot_samples(
             samples, ref = unstd(samples), unstd(ref)
         return plot_patch_grid({"data": ref, title or "samples": samples}, path, side=side)
     return None
+
+
+def kl_curve_figure(results: Sequence[Any], smooth: int = 25) -> Any:
+    """A matplotlib figure of the KL estimate (running mean) and its parts per step, one
+    curve per :class:`~invertible.distillation.DistillResult` of ``results``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in results:
+        kl = torch.tensor(r.history["kl"], dtype=torch.float64)
+        if kl.numel() == 0:
+            continue
+        w = max(1, min(smooth, kl.numel()))
+        running = torch.nn.functional.avg_pool1d(kl[None, None], w, stride=1)[0, 0]
+        steps = torch.arange(w - 1, kl.numel())
+        axes[0].plot(steps.numpy(), running.numpy(), label=r.loss)
+        axes[1].plot(r.history["cross_entropy"], lw=0.6, label=f"H(S,T) {r.loss}")
+        axes[1].plot(r.history["entropy"], lw=0.6, ls="--", label=f"H(S) {r.loss}")
+    axes[0].set(xlabel="step", ylabel="KL(S‖T) estimate (nats)", yscale="symlog",
+                title=f"KL estimate (running mean of {smooth})")  # fmt: skip
+    axes[1].set(xlabel="step", ylabel="nats", title="cross-entropy and entropy estimates")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+#: Sampling temperatures of the sample grids drawn for an image run.
+IMAGE_TEMPERATURES = (1.0, 0.7)
+
+
+def plot_run(
+    name: str,
+    flow: Any,
+    data: Any,
+    history: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+) -> list[Path]:
+    """The figures of a training run in ``out``: ``training_curves.png``, and
+    ``samples.png`` (vectors) or ``bits_per_dim.png`` and ``samples_T1.0.png``,
+    ``samples_T0.7.png`` (images: quantised sample grids).
+    """
+    out = Path(out)
+    paths = [plot_training_curves({name: history}, out / "training_curves.png")]
+    if data.train.dtype != np.uint8:
+        path = plot_samples(flow, data, out / "samples.png", title=name)
+        return paths + ([path] if path is not None else [])
+    paths.append(
+        plot_bits_per_dim(
+            history, out / "bits_per_dim.png", features=data.features, levels=data.levels
+        )
+    )
+    for t in IMAGE_TEMPERATURES:
+        paths.append(
+            plot_image_samples(
+                flow,
+                out / f"samples_T{t:.1f}.png",
+                levels=data.levels,
+                temperature=t,
+                seed=seed,
+                title=name,
+            )
+        )
+    return paths

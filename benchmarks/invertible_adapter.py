@@ -1,4 +1,4 @@
-"""``invertible`` in the speed harness (imported by :mod:`benchmarks.harness` if present).
+"""``invertible`` in the speed harness (:mod:`benchmarks.harness`).
 
 The same two architectures as the peers (constants from :mod:`benchmarks.adapter`):
 
@@ -11,7 +11,7 @@ The same two architectures as the peers (constants from :mod:`benchmarks.adapter
   ``ceil(D/2) or floor(D/2) -> 256 -> 256 -> 2 * (the other half)``, standard normal base.
 
 Parameter counts are dense (masked-out MADE weights included), like the peers';
-``python -m benchmarks.ours`` prints them next to the peers'.
+``python -m benchmarks.invertible_adapter`` prints them next to the peers'.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def build_invertible(
     hidden: Sequence[int] | None = None,
     batch_norm: bool = False,
 ) -> FlowAdapter:
-    """``invertible``'s MAF / RealNVP presets with the issue-6 architectures (or ``layers``
+    """``invertible``'s MAF / RealNVP presets with the benchmark architectures (or ``layers``
     and ``hidden`` widths; ``batch_norm`` between layers, the presets' default, is off)."""
     if dim < 2:
         raise ValueError(f"dim must be >= 2, got {dim}")
@@ -71,7 +71,7 @@ ADAPTERS: dict[str, AdapterBuilder] = {"invertible": build_invertible}
 
 
 def _main() -> None:
-    """Print our parameter counts next to the peers' (``python -m benchmarks.ours``)."""
+    """Print our parameter counts next to the peers'."""
     from benchmarks.harness import check_param_parity
     from benchmarks.peers import available_peers
 

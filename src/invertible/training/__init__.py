@@ -1,0 +1,42 @@
+"""Training flows: :func:`fit` (maximum likelihood) on the shared loop :class:`Trainer`.
+
+- :mod:`~invertible.training.config`: :class:`TrainConfig`, :class:`TrainResult`;
+- :mod:`~invertible.training.schedule`: :func:`adam`, :func:`lr_factor`;
+- :mod:`~invertible.training.state`: seeds, optimizer and RNG states for resuming;
+- :mod:`~invertible.training.batchnorm`: :func:`refresh_batchnorm`;
+- :mod:`~invertible.training.compile`: :func:`compile_flow` and the compiled step;
+- :mod:`~invertible.training.metrics`: the metric files of a run;
+- :mod:`~invertible.training.objective`: what the loop minimises;
+- :mod:`~invertible.training.strategy` and :mod:`~invertible.training.ddp`: how the loop
+  runs in one process or data-parallel under ``torchrun``;
+- :mod:`~invertible.training.loop`: :class:`Trainer`; :mod:`~invertible.training.fit`:
+  :func:`fit`, the one place that picks single-process or DDP.
+"""
+
+from invertible.training.batchnorm import refresh_batchnorm
+from invertible.training.compile import CompiledFlow, CompiledModule, compile_flow
+from invertible.training.config import TrainConfig, TrainResult
+from invertible.training.fit import fit
+from invertible.training.loop import Trainer
+from invertible.training.metrics import MetricsLogger
+from invertible.training.objective import MaximumLikelihood
+from invertible.training.schedule import adam, lr_factor
+from invertible.training.state import seed_everything
+from invertible.training.strategy import SingleProcess
+
+__all__ = [
+    "CompiledFlow",
+    "CompiledModule",
+    "MaximumLikelihood",
+    "MetricsLogger",
+    "SingleProcess",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "adam",
+    "compile_flow",
+    "fit",
+    "lr_factor",
+    "refresh_batchnorm",
+    "seed_everything",
+]

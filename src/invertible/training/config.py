@@ -1,0 +1,85 @@
+"""The options of a training run and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from invertible.training.schedule import lr_factor
+
+__all__ = ["TrainConfig", "TrainResult"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of :class:`Trainer` (see :func:`fit` for their meaning)."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    step_size: int = 1000
+    gamma: float = 0.5
+    warmup_steps: int = 0
+    grad_clip: float | None = 5.0
+    patience: int | None = 10
+    eval_every: int | None = None
+    eval_batch_size: int = 4096
+    val_max_rows: int | None = None
+    seed: int | None = 0  # None: leave the global RNGs as they are
+    max_time: float | None = None
+    max_bad_steps: int = 10
+    refresh_bn_rows: int | None = 20000
+    val_refresh_bn_rows: int | None = 4096
+    checkpoint_every: int = 1
+    compile: bool | str = False  # True: torch.compile's default backend; a str: that backend
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 evaluations (or None), got {self.patience}")
+        lr_factor(0.0, 0, schedule=self.schedule)  # validates the name
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one record per evaluation (and per event such as an lr halving).
+        best_val_log_prob: best mean validation log-likelihood seen during training (nats).
+        best_step: the step it was reached at (its weights are the ones returned).
+        final_val_log_prob: validation log-likelihood of the returned flow, after
+            :func:`refresh_batchnorm` (``None`` without validation data).
+        train_time: seconds spent in the loop (summed over resumed runs).
+        steps: optimisation steps taken in total.
+        stopped: ``"steps"``, ``"early_stopping"``, ``"max_time"`` or ``"paused"``.
+        skipped_steps: steps skipped for a non-finite loss or gradient.
+        lr_halvings: times the last good state was restored and the lr halved.
+        samples_per_s: mean training throughput.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_log_prob: float | None = None
+    best_step: int = 0
+    final_val_log_prob: float | None = None
+    train_time: float = 0.0
+    steps: int = 0
+    stopped: str = "steps"
+    skipped_steps: int = 0
+    lr_halvings: int = 0
+    samples_per_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-serialisable dict."""
+        return asdict(self)

@@ -204,3 +204,45 @@ def test_alsa_clips() -> None:
     for c in clips.values():
         assert c.dtype == np.int16 and c[0] != 0 and c[-1] != 0
         assert 0.5 < c.size / 16000 < 2.0
+
+
+def test_engine_is_initialised_once() -> None:
+    pytest.importorskip("espeakng_loader")
+    from invertible.data import _espeak
+
+    a = speech.synthesize("Hello.", "en")
+    engine = _espeak._ENGINE
+    b = speech.synthesize("Hello.", "en-us", rate=200, pitch=20)
+    assert engine is not None and _espeak._ENGINE is engine
+    assert a.dtype == np.int16 and 0.2 < a.size / _espeak.ESPEAK_SAMPLE_RATE < 2 and b.size
+    with pytest.raises(ValueError, match="no voice"):
+        speech.synthesize("Hello.", "no-such-voice")
+
+
+def test_speech_modules_import_no_torch() -> None:
+    """data/ is a leaf: numpy, scipy, the standard library and invertible.data only."""
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"numpy", "scipy", "espeakng_loader"}
+    for module in (speech, sys.modules["invertible.data._espeak"]):
+        tree = ast.parse(Path(module.__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or name.startswith("invertible.data"), name
+
+
+def test_bad_options_fail_clearly(tmp_path: Path) -> None:
+    pytest.importorskip("espeakng_loader")
+    with pytest.raises(RuntimeError, match="no voice 'nope'"):
+        load_speech(tmp_path, cache_dir=tmp_path, n_prompts=3, variants=1, voices=("nope",))
+    with pytest.raises(ValueError, match="at least 3"):
+        load_speech(tmp_path, cache_dir=tmp_path, n_prompts=2)
+    with pytest.raises(ValueError, match="exceeds"):
+        load_speech(tmp_path, cache_dir=tmp_path, n_prompts=3, variants=2, voices=("en",))

@@ -16,3 +16,23 @@ __all__ = [
     "RealNVPImage",
     "save_image_grid",
 ]
+
+from invertible.presets.wavenet import (
+    IIDSequence,
+    LinearPredictionAR,
+    SequenceFlow,
+    WaveNetIAF,
+    WaveNetMAF,
+    init_linear_prediction,
+    linear_prediction_least_squares,
+)
+
+__all__ += [
+    "IIDSequence",
+    "LinearPredictionAR",
+    "SequenceFlow",
+    "WaveNetIAF",
+    "WaveNetMAF",
+    "init_linear_prediction",
+    "linear_prediction_least_squares",
+]

@@ -49,3 +49,7 @@ __all__ = [
     "dequantize",
     "soft_clamp",
 ]
+
+from invertible.transforms.sequence import WaveNetAutoregressive
+
+__all__ += ["WaveNetAutoregressive"]

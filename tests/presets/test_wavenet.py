@@ -222,3 +222,34 @@ def test_registered_and_default_teacher_receptive_field() -> None:
     for name in ("WaveNetMAF", "WaveNetIAF", "LinearPredictionAR"):
         assert name in inv.Flow.registry
     assert inv.WaveNetMAF().receptive_field == 2047
+
+
+def test_distillation_terms_carry_over() -> None:
+    """The library's MC and analytic-entropy losses run unchanged on the sequence presets,
+    and the ClariNet per-step Gaussian KL from the two ``conditionals`` agrees with MC."""
+    from invertible.distill import distillation_losses, gaussian_kl
+
+    options = {**TINY, "length": 16}
+    teacher, student = _teacher(**options), _student(num_flows=2, **options)
+    torch.manual_seed(3)
+    mc = distillation_losses(teacher, student, 8, loss="mc")
+    analytic = distillation_losses(teacher, student, 8, loss="analytic-entropy")
+    assert torch.isfinite(mc["kl"]) and torch.isfinite(analytic["kl"])
+    with torch.no_grad():
+        z = torch.randn(4000, 16, dtype=torch.float64)
+        shift, log_scale = student.conditionals(z)
+        x = z * log_scale.exp() + shift
+        log_s = student.base.log_prob(z) - log_scale.sum(1)
+        per_sample_mc = log_s - teacher.log_prob(x)
+        mu_t, log_sigma_t = teacher.conditionals(x)
+        per_sample_closed = gaussian_kl(shift, log_scale, mu_t, log_sigma_t).sum(1)
+    difference = per_sample_mc.mean() - per_sample_closed.mean()
+    standard_error = (per_sample_mc - per_sample_closed).std() / 4000**0.5
+    assert abs(difference) < 4 * standard_error + 1e-9
+
+
+def test_base_draws_the_context_length() -> None:
+    student = _student(mel_channels=2, hop_length=4)
+    context = torch.randn(3, 2, 5, dtype=torch.float64)
+    assert student.base.rsample(3, context).shape == (3, 20)
+    assert student.base.entropy(10) == pytest.approx(10 * 0.5 * math.log(2 * math.pi * math.e))

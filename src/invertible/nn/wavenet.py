@@ -235,14 +235,16 @@ class CausalWaveNet(nn.Module):
     def _network(self, x: Tensor, up: Tensor | None) -> Tensor:
         shifted = F.pad(x, (1, -1))[:, None, :]  # s_t = x_{t-1}: causality
         h = self.input(shifted)
-        cond = None if up is None else self.cond(up)
         G2, C = 2 * self.gate_channels, self.residual_channels
         skip: Tensor | float = 0.0
         for i, (conv, rs, d) in enumerate(zip(self.dilated, self.res_skip, self.dilations)):
             padded = F.pad(h, ((self.kernel_size - 1) * d, 0))  # causal: left padding only
             a = F.conv1d(padded, conv.weight, conv.bias, dilation=d)
-            if cond is not None:
-                a = a + cond[:, i * G2 : (i + 1) * G2]
+            if up is not None:
+                # This layer's slice of the conditioning projection: [batch, 2G, T] at a
+                # time, never all L layers' [batch, L·2G, T] at once.
+                rows = slice(i * G2, (i + 1) * G2)
+                a = a + F.conv1d(up, self.cond.weight[rows], self.cond.bias[rows])
             tanh, gate = a.chunk(2, dim=1)
             out = rs(tanh.tanh() * gate.sigmoid())  # residual and skip: one 1×1 convolution
             h = h + out[:, :C]

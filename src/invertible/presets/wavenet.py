@@ -53,6 +53,9 @@ class IIDSequence(nn.Module):
         element: the one-dimensional base p_0 (``StandardNormal(1)``, ``StandardLogistic(1)``,
             ``StandardLaplace(1)``).
         length: default T of :meth:`rsample` (``event_shape`` is ``(length,)``).
+        hop_length: samples per context frame: given a context ``[batch, channels,
+            frames]`` and no length, :meth:`rsample` draws frames·hop_length samples
+            (0: always ``length``).
 
     Example:
         >>> import torch
@@ -64,24 +67,31 @@ class IIDSequence(nn.Module):
         torch.Size([2, 5])
     """
 
-    def __init__(self, element: nn.Module, length: int = 16000) -> None:
+    def __init__(self, element: nn.Module, length: int = 16000, hop_length: int = 0) -> None:
         super().__init__()
         self.element = element
         self.event_shape: tuple[int, ...] = (int(length),)
+        self.hop_length = hop_length
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return self.element.log_prob(z.reshape(-1, 1)).view(z.shape).sum(dim=1)
 
     def rsample(self, n: int, context: Tensor | None = None, length: int | None = None) -> Tensor:
-        T = self.event_shape[0] if length is None else int(length)
-        return self.element.rsample(n * T).view(n, T)
+        if length is None:
+            frames = context.shape[-1] if context is not None and self.hop_length else 0
+            length = frames * self.hop_length or self.event_shape[0]
+        return self.element.rsample(n * length).view(n, length)
 
     def entropy_rate(self) -> float:
         """Differential entropy of one element, nats per sample."""
         return float(self.element.entropy())
 
+    def entropy(self, length: int | None = None) -> float:
+        """Differential entropy of a sequence of ``length`` (default T) samples, nats."""
+        return self.entropy_rate() * (self.event_shape[0] if length is None else length)
+
     def extra_repr(self) -> str:
-        return f"length={self.event_shape[0]}"
+        return f"length={self.event_shape[0]}, hop_length={self.hop_length}"
 
 
 class SequenceFlow(Flow):
@@ -113,6 +123,7 @@ class SequenceFlow(Flow):
     ) -> None:
         super().__init__(transform, base, context_features=mel_channels)
         self.hop_length = hop_length
+        base.hop_length = hop_length if mel_channels else 0
 
     @property
     def length(self) -> int:
@@ -193,7 +204,7 @@ class SequenceFlow(Flow):
         """``n`` sequences and their log-density from one u → x pass (parallel for IAF)."""
         self._check_n(n)
         context = self._check_context(context, n)
-        u = self.base.rsample(n, length=self._length(length, context))
+        u = self.base.rsample(n, context, length=self._length(length, context))
         x, ladj = self.transform(u, context)
         if not _density:
             return x, ladj

@@ -123,29 +123,34 @@ class CausalWaveNet(nn.Module):
         self.residual_channels, self.gate_channels, self.skip_channels = C, G, S
         self.mel_channels, self.hop_length, self.upsample = mel_channels, hop_length, upsample
         self.linear_order = linear_order
-        L = len(dilations)
-        if L:
-            self.input = nn.Conv1d(1, C, 1)
-            self.dilated = nn.ModuleList(nn.Conv1d(C, 2 * G, kernel_size) for _ in dilations)
-            self.res_skip = nn.ModuleList(nn.Conv1d(G, C + S, 1) for _ in dilations)
-            self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU())
-            self.out = nn.Conv1d(S, num_params, 1)
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
-            if mel_channels:
-                up = mel_channels
-                if upsample == "transposed":
-                    self.upsampler = nn.ConvTranspose1d(up, up, hop_length, stride=hop_length)
-                # Conditioning of all layers at once: one 1×1 convolution to L·2G channels.
-                self.cond = nn.Conv1d(up, L * 2 * G, 1)
-        else:
-            if mel_channels:
-                raise ValueError("mel_channels needs at least one residual layer (dilations)")
+        if dilations:
+            self._build_layers()
+        elif mel_channels:
+            raise ValueError("mel_channels needs at least one residual layer (dilations)")
+        else:  # no residual layers: the output is a learned constant (plus the shortcut)
             self.out_bias = nn.Parameter(torch.zeros(num_params))
         if linear_order:
             # linear_weight[k-1] is a_k, the coefficient of x_{t-k}; linear_bias is c.
             self.linear_weight = nn.Parameter(torch.zeros(linear_order))
             self.linear_bias = nn.Parameter(torch.zeros(()))
+
+    def _build_layers(self) -> None:
+        C, G, S = self.residual_channels, self.gate_channels, self.skip_channels
+        k, L, mels = self.kernel_size, len(self.dilations), self.mel_channels
+        self.input = nn.Conv1d(1, C, 1)
+        self.dilated = nn.ModuleList(nn.Conv1d(C, 2 * G, k) for _ in range(L))
+        self.res_skip = nn.ModuleList(nn.Conv1d(G, C + S, 1) for _ in range(L))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(S, S, 1), nn.ReLU())
+        self.out = nn.Conv1d(S, self.num_params, 1)
+        # A zero last layer: a fresh conditioner outputs its bias, a fresh flow is the identity.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        if mels:
+            if self.upsample == "transposed":
+                hop = self.hop_length
+                self.upsampler = nn.ConvTranspose1d(mels, mels, hop, stride=hop)
+            # The conditioning of all layers: one 1×1 convolution to L·2G channels.
+            self.cond = nn.Conv1d(mels, L * 2 * G, 1)
 
     # -- properties -----------------------------------------------------------------------
     @property

@@ -31,6 +31,7 @@ __all__ = [
     "Flow",
     "Inverse",
     "Transform",
+    "check_finite_rows",
     "check_input",
     "validation",
 ]
@@ -118,7 +119,23 @@ def check_input(
             f"{name}: expected a floating-point tensor, got {value.dtype}; "
             f"convert with {name}.float()"
         )
-    if check_finite and _VALIDATE and value.numel() > 0 and not _graph_capture():
+    if check_finite:
+        check_finite_rows(name, value)
+
+
+def check_finite_rows(name: str, value: Tensor) -> None:
+    """Raise a ``ValueError`` naming the rows of ``value`` that hold NaN or inf.
+
+    Skipped when validation is off, while a graph is captured, and under
+    ``torch.func.vmap`` (where the values cannot be read).
+
+    Example:
+        >>> check_finite_rows("x", torch.tensor([[0.0], [float("nan")]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: x: 1 of 2 rows contain NaN or inf (rows 1); ...
+    """
+    if _VALIDATE and value.numel() > 0 and not _graph_capture():
         finite = torch.isfinite(value.flatten(1)).all(dim=1)
         try:
             all_finite = bool(finite.all())
@@ -329,10 +346,16 @@ class Flow(nn.Module):
     registry: ClassVar[dict[str, type[Flow]]] = {}
     config: dict[str, Any]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, preset: bool = True, **kwargs: Any) -> None:
+        """Register a preset by name and make it record its constructor arguments.
+
+        ``class Base(Flow, preset=False)`` declares a building block for presets (built
+        from modules, not from JSON): it is neither registered nor recorded.
+        """
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            Flow.registry[cls.__name__] = cls
+        if not preset or cls.__name__.startswith("_"):
+            return
+        Flow.registry[cls.__name__] = cls
         if "__init__" in cls.__dict__:
             cls.__init__ = _recording_config(cls.__init__)  # type: ignore[method-assign]
 
@@ -372,7 +395,7 @@ class Flow(nn.Module):
         if batch is not None and context.dim() == 2 and context.shape[0] == 1 and batch != 1:
             context = context.expand(batch, -1)
         check_input("context", context, (self.context_features,), what="context")
-        self._check_dtype("context", context)
+        self.check_dtype("context", context)
         if batch is not None and context.shape[0] != batch:
             raise ValueError(
                 f"context: expected {batch} rows (one per sample), got {context.shape[0]}"
@@ -394,9 +417,10 @@ class Flow(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Validate a batch of data points: shape, dtype, finiteness (one clear error)."""
         check_input("x", x, self.event_shape, what="data point")
-        self._check_dtype("x", x)
+        self.check_dtype("x", x)
 
-    def _check_dtype(self, name: str, value: Tensor) -> None:
+    def check_dtype(self, name: str, value: Tensor) -> None:
+        """Refuse a tensor whose dtype differs from the flow's, naming both and the fix."""
         dtype = self._dtype()
         if dtype is not None and value.dtype != dtype:
             raise TypeError(

@@ -17,6 +17,7 @@ from invertible.nn import MADE
 
 D = 5
 IMAGE_SHAPE = (1, 4, 4)
+T = 12  # sequence length of the sequence flows
 
 
 def perturbed(flow: inv.Flow, scale: float = 0.1, seed: int = 0) -> inv.Flow:
@@ -46,6 +47,22 @@ PRESETS: dict[str, Callable[[], inv.Flow]] = {
         IMAGE_SHAPE, blocks_per_scale=1, channels=8, couplings_per_scale=2, final_couplings=2
     ),
     "NICEImage": lambda: inv.NICEImage(IMAGE_SHAPE, num_layers=2, hidden_features=(16,)),
+    "WaveNetMAF": lambda: inv.WaveNetMAF(
+        residual_channels=8, skip_channels=8, dilations=[1, 2, 4], length=T
+    ),
+    "WaveNetMAF-logistic-linear": lambda: inv.WaveNetMAF(
+        base="logistic",
+        residual_channels=8,
+        skip_channels=8,
+        dilations=[1, 2],
+        linear_order=3,
+        length=T,
+    ),
+    "WaveNetIAF": lambda: inv.WaveNetIAF(
+        num_flows=2, residual_channels=8, skip_channels=8, dilations=[1, 2], length=T
+    ),
+    "LinearPredictionAR": lambda: inv.LinearPredictionAR(order=3, length=T),
+    "LinearPredictionAR-laplace": lambda: inv.LinearPredictionAR(order=3, base="laplace", length=T),
 }
 
 
@@ -67,6 +84,10 @@ def data(flow: inv.Flow, batch: int, seed: int = 1) -> torch.Tensor:
 
 def is_autoregressive(flow: inv.Flow) -> bool:
     return any(isinstance(m, MADE) for m in flow.modules())
+
+
+def is_sequence(flow: inv.Flow) -> bool:
+    return isinstance(flow, inv.SequenceFlow)
 
 
 def has_batch_statistics(flow: inv.Flow) -> bool:

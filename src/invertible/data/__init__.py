@@ -4,8 +4,8 @@ MAF paper's benchmarks, and image sets.
 Entry points:
 
 - :func:`load_dataset` ``(name, *, data_dir=None, seed=0, **options)`` returns a
-  :class:`TabularData` (float32 vectors, train/val/test) or an :class:`ImageData` (raw
-  ``uint8`` images).
+  :class:`TabularData` (float32 vectors, train/val/test), an :class:`ImageData` (raw
+  ``uint8`` images) or a :class:`SpeechData` (whole ``int16`` utterances at 16 kHz).
 - :func:`list_datasets` ``(data_dir=None)`` tells which datasets are available and, for the
   missing ones, which file to download from where and where to put it.
 
@@ -35,17 +35,20 @@ from invertible.data.base import (
 )
 from invertible.data.files import check_finite_splits, load_array_file, load_data
 from invertible.data.registry import dataset_names, list_datasets, load_dataset
+from invertible.data.speech import AudioExtraMissingError, SpeechData
 
 __all__ = [
     "CACHE_DIR_ENV",
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
+    "AudioExtraMissingError",
     "ChecksumWarning",
     "DatasetFormatError",
     "DatasetNotFoundError",
     "DatasetStatus",
     "ImageData",
     "RequiredFile",
+    "SpeechData",
     "TabularData",
     "check_finite_splits",
     "dataset_names",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from invertible.data import images, patches, tabular, toy
+from invertible.data import images, patches, speech, tabular, toy
 from invertible.data.base import (
     DatasetStatus,
     ImageData,
@@ -20,6 +20,7 @@ from invertible.data.base import (
     missing_message,
     resolve_data_dir,
 )
+from invertible.data.speech import SpeechData
 
 __all__ = ["dataset_names", "list_datasets", "load_dataset"]
 
@@ -29,9 +30,10 @@ class _Spec:
     name: str
     kind: str  # "toy" | "embedded" | "file"
     description: str
-    loader: Callable[..., TabularData | ImageData]
+    loader: Callable[..., TabularData | ImageData | SpeechData]
     locate: Callable[[Path], Located] | None = None
     wants_data_dir: bool = False
+    requires: tuple[str, str] | None = None  # (module, remedy) for a generated set
 
 
 def _mnist_locator(roles: tuple[str, ...], dataset: str = "mnist") -> Callable[[Path], Located]:
@@ -137,6 +139,23 @@ _SPECS.update(
             _mnist_locator(("train_images", "test_images"), "fashion-mnist"),
             True,
         ),
+        "speech": _Spec(
+            "speech",
+            "embedded",
+            "synthetic English speech, 16 kHz int16 utterances; built offline by eSpeak NG "
+            "(espeakng-loader wheel) from seeded sentences, cached",
+            speech.load_speech,
+            wants_data_dir=True,
+            requires=("espeakng_loader", speech.AUDIO_EXTRA_HINT),
+        ),
+        "speech-wav": _Spec(
+            "speech-wav",
+            "file",
+            "your 16-bit PCM WAV speech (e.g. LJSpeech, VCTK), resampled to 16 kHz",
+            speech.load_speech_wav,
+            speech.locate_speech_wav,
+            True,
+        ),
     }
 )
 
@@ -173,7 +192,7 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     **options: Any,
-) -> TabularData | ImageData:
+) -> TabularData | ImageData | SpeechData:
     """Load a dataset by name.
 
     Args:
@@ -187,7 +206,8 @@ def load_dataset(
             an unknown option raises ``TypeError`` listing the valid ones.
 
     Returns:
-        :class:`TabularData` (vectors) or :class:`ImageData` (raw ``uint8`` images).
+        :class:`TabularData` (vectors), :class:`ImageData` (raw ``uint8`` images) or
+        :class:`~invertible.data.speech.SpeechData` (``int16`` utterances).
 
     Raises:
         ValueError: Unknown name (the message lists the known names).
@@ -229,6 +249,11 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Datase
     sklearn_ok = importlib.util.find_spec("sklearn") is not None
     out = []
     for spec in _SPECS.values():
+        if spec.requires is not None:
+            ok = importlib.util.find_spec(spec.requires[0]) is not None
+            msg = "" if ok else f"needs {spec.requires[0]}: {spec.requires[1]}"
+            out.append(DatasetStatus(spec.name, spec.kind, ok, spec.description, message=msg))
+            continue
         if spec.locate is None:
             ok = spec.kind == "toy" or sklearn_ok
             msg = "" if ok else "needs scikit-learn: pip install scikit-learn"

@@ -3,16 +3,32 @@
 from invertible.presets.autoregressive import IAF, MAF, GaussianAR, MADEMoG, MixtureMADE
 from invertible.presets.coupling import NICE, RealNVP
 from invertible.presets.image import NICEImage, RealNVPImage, save_image_grid
+from invertible.presets.wavenet import (
+    IIDSequence,
+    LinearPredictionAR,
+    SequenceFlow,
+    WaveNetIAF,
+    WaveNetMAF,
+    init_linear_prediction,
+    linear_prediction_least_squares,
+)
 
 __all__ = [
     "IAF",
     "MAF",
     "NICE",
     "GaussianAR",
+    "IIDSequence",
+    "LinearPredictionAR",
     "MADEMoG",
     "MixtureMADE",
     "NICEImage",
     "RealNVP",
     "RealNVPImage",
+    "SequenceFlow",
+    "WaveNetIAF",
+    "WaveNetMAF",
+    "init_linear_prediction",
+    "linear_prediction_least_squares",
     "save_image_grid",
 ]

@@ -25,7 +25,7 @@ from invertible.transforms.preprocessing import Logit, bits_per_dim
 __all__ = ["NICEImage", "RealNVPImage", "save_image_grid"]
 
 
-class _ImageFlow(Flow):
+class _ImageFlow(Flow, preset=False):
     """Shared by the image presets: temperature sampling and bits/dim."""
 
     levels: int = 256

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from invertible.evaluation.audio import log_mel_spectrogram
 from invertible.evaluation.sampling import sample_images
 from invertible.transforms.preprocessing import bits_per_dim
 
@@ -39,6 +40,7 @@ __all__ = [
     "plot_run",
     "plot_samples",
     "plot_training_curves",
+    "save_spectrogram_png",
     "tile",
 ]
 
@@ -380,3 +382,29 @@ def plot_run(
             )
         )
     return paths
+
+
+def save_spectrogram_png(
+    x: Any,
+    path: str | Path,
+    sample_rate: int = 16000,
+    title: str = "",
+    **kw: Any,
+) -> Path:
+    """Write a log-mel spectrogram image (matplotlib, Agg backend) and return its path."""
+    spec = log_mel_spectrogram(x, sample_rate=sample_rate, **kw).numpy()
+    hop = kw.get("hop", 256)
+    seconds = spec.shape[1] * hop / sample_rate
+    fig, ax = plt.subplots(figsize=(max(4.0, min(16.0, 2.0 + 2.0 * seconds)), 3.0))
+    im = ax.imshow(spec, origin="lower", aspect="auto", extent=(0, seconds, 0, spec.shape[0]))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel bin")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="ln magnitude")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

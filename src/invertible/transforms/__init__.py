@@ -14,9 +14,16 @@ from invertible.transforms.image import (
     channel_mask,
     checkerboard_mask,
 )
-from invertible.transforms.normalization import ActNorm, BatchNorm, Rescaling
+from invertible.transforms.normalization import (
+    ActNorm,
+    BatchNorm,
+    Rescaling,
+    SyncActNorm,
+    SyncBatchNorm,
+)
 from invertible.transforms.permutation import Permutation, RandomPermutation, Reverse
 from invertible.transforms.preprocessing import Logit, ToUnitInterval, bits_per_dim, dequantize
+from invertible.transforms.sequence import WaveNetAutoregressive
 
 __all__ = [
     "ActNorm",
@@ -41,7 +48,10 @@ __all__ = [
     "Reshape",
     "Reverse",
     "Squeeze",
+    "SyncActNorm",
+    "SyncBatchNorm",
     "ToUnitInterval",
+    "WaveNetAutoregressive",
     "bits_per_dim",
     "channel_mask",
     "checkerboard_mask",
@@ -49,7 +59,3 @@ __all__ = [
     "dequantize",
     "soft_clamp",
 ]
-
-from invertible.transforms.normalization import SyncActNorm, SyncBatchNorm
-
-__all__ += ["SyncActNorm", "SyncBatchNorm"]

@@ -192,7 +192,7 @@ def test_corrupt_truncated_and_newer_checkpoints(trained, tmp_path: Path) -> Non
         (newer, "newer invertible; upgrade"),
     ):
         assert_clean_error(invoke("eval", ckpt), pattern)
-        assert_clean_error(invoke("sample", ckpt, "--out", samples), pattern)
+        assert_clean_error(invoke("sample", ckpt, "--out", samples, "--overwrite"), pattern)
     assert_clean_error(invoke("eval", tmp_path / "nope"), "not found")
     assert samples.read_bytes() == before  # nothing overwritten
 

@@ -29,7 +29,16 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_write",
+    "recover_directory",
+    "user_mode",
 ]
+
+
+def user_mode(directory: bool = False) -> int:
+    """The permissions a new file (or directory) gets from the user's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def fsync_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -50,8 +59,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary sibling of ``path``, fsync it, then rename it."""
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, mode: int | None = None
+) -> None:
+    """Write ``data`` to a temporary sibling of ``path``, fsync it, then rename it (``mode``
+    default: what the user's umask gives a new file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -60,7 +73,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # mkstemp creates 0600
+        os.chmod(tmp, user_mode() if mode is None else mode)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -83,7 +96,7 @@ def atomic_save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
             np.save(fh, array, allow_pickle=False)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.chmod(tmp, user_mode())  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -111,7 +124,9 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        recover_directory(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        os.chmod(tmp, user_mode(directory=True))  # mkdtemp creates 0700
     except OSError as e:
         raise OSError(
             f"cannot write to {parent}: {e.strerror or e}; choose a writable location"
@@ -135,3 +150,34 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_directory(path: str | os.PathLike[str]) -> bool:
+    """Finish what an interrupted :func:`atomic_directory` swap left next to ``path``.
+
+    A process killed between the swap's two renames leaves no ``path`` but the complete old
+    version at ``.NAME.previous-*``: it is renamed back to ``path`` (and ``True`` returned).
+    Leftover ``.NAME.previous-*`` and ``.NAME.tmp-*`` directories of finished or abandoned
+    writes are removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> parent = pathlib.Path(tempfile.mkdtemp())
+        >>> (parent / ".state.previous-x").mkdir()
+        >>> recover_directory(parent / "state"), (parent / "state").is_dir()
+        (True, True)
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return False
+    previous = sorted(
+        target.parent.glob(f".{target.name}.previous-*"), key=lambda p: p.stat().st_mtime
+    )
+    recovered = False
+    if previous and not target.exists():
+        os.replace(previous.pop(), target)
+        fsync_dir(target.parent)
+        recovered = True
+    for stale in [*previous, *target.parent.glob(f".{target.name}.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return recovered

@@ -34,11 +34,12 @@ from invertible.distillation import DistillResult, distill, make_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
 from invertible.files import atomic_write_text
 from invertible.presets import IAF
-from invertible.training import TrainResult, fit
+from invertible.training import RunExistsError, TrainResult, fit
 from invertible.version import __version__
 
 __all__ = [
     "DistillJob",
+    "DivergedError",
     "TrainJob",
     "checkpoint_dataset",
     "distill_job",
@@ -231,6 +232,35 @@ def checkpoint_dataset(
     return load_data(name, data_dir=data_dir, seed=seed, options=options)
 
 
+class DivergedError(ValueError):
+    """Training or distillation made the model worse or non-finite; nothing was saved."""
+
+
+def check_distill_out(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse to replace a previous distillation run in ``out`` without ``overwrite``."""
+    out_dir = Path(out)
+    found = [name for name in ("model", "results.json") if (out_dir / name).exists()]
+    if found and not overwrite:
+        raise RunExistsError(
+            f"{out_dir} already holds a distilled model ({', '.join(found)}); pass --overwrite "
+            "to replace it, or choose another --out"
+        )
+
+
+def check_distill_converged(result: DistillResult, lr: float) -> None:
+    """Raise :class:`DivergedError` if the KL estimate ends non-finite or above its start."""
+    kl = [v for v in result.history["kl"] if not np.isnan(v)]
+    if not kl:
+        return
+    first = float(np.median(kl[: max(1, min(50, len(kl) // 10))]))
+    final = result.final("kl")
+    if not np.isfinite(final) or (np.isfinite(first) and final > first + 1 + abs(first) / 2):
+        raise DivergedError(
+            f"distillation diverged: the KL estimate went from {first:.4g} to {final:.4g} "
+            f"nats; nothing was saved; lower the learning rate (now {lr:g})"
+        )
+
+
 def distill_job(
     teacher: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -250,14 +280,19 @@ def distill_job(
     data_dir: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> DistillJob:
     """Distil the teacher checkpoint ``teacher`` into an IAF student saved to ``out/model``.
 
     Loads the teacher and its dataset, trains the student on KL(student ‖ teacher) (plus
     the student's exact negative log-likelihood of training rows with weight
     ``data_anchor``), evaluates both exactly on the test split, and saves the student once
-    with ``out/results.json``. See :func:`invertible.distill` for the options.
+    with ``out/results.json``. See :func:`invertible.distill` for the options. An ``out``
+    that holds a previous run raises :class:`~invertible.training.RunExistsError` unless
+    ``overwrite``; a run whose KL estimate ends higher than it started (or non-finite)
+    raises :class:`DivergedError` and saves nothing.
     """
+    check_distill_out(out, overwrite=overwrite)
     teacher_flow = load(teacher, map_location=device)
     dataset, reload = checkpoint_dataset(teacher_flow, data, data_dir=data_dir, what=str(teacher))
     check_data_matches(teacher_flow, dataset.test[:1], f"dataset {dataset.name!r}")
@@ -282,6 +317,7 @@ def distill_job(
         teacher_flow, student, steps=steps, batch_size=batch_size, loss=loss, lr=lr,
         progress=progress, seed=seed, **anchor,
     )  # fmt: skip
+    check_distill_converged(result, lr)
     test = evaluate(student, dataset)
     teacher_test = evaluate(teacher_flow, dataset)
     summary = {

@@ -18,6 +18,7 @@ import typer
 from invertible.catalog import ModelUnavailableError, UnknownModelNameError
 from invertible.checkpoint import CheckpointError
 from invertible.data import DatasetFormatError, DatasetNotFoundError
+from invertible.training import existing_run
 from invertible.training.ddp import DistributedContext, env_world_size, init_distributed
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "ensure_writable_dir",
     "join_torchrun",
     "parse_options",
+    "refuse_existing",
+    "refuse_existing_run",
     "set_threads",
 ]
 
@@ -102,6 +105,27 @@ def check_writable(path: str | os.PathLike[str], what: str = "output directory")
             f"cannot write to {what} {path}: permission denied on {probe}; choose another location"
         )
     return path
+
+
+def refuse_existing_run(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a new run in ``out`` over a previous one (trained or interrupted)."""
+    found = existing_run(out)
+    if found and not (resume or overwrite):
+        what = "a trained model" if "model" in found else "an interrupted run"
+        raise CLIError(
+            f"{out} already holds {what} ({', '.join(found)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+
+
+def refuse_existing(path: Path, *, overwrite: bool = False, flag: str = "--out") -> None:
+    """Refuse to replace an existing file or directory ``path`` without ``--overwrite``."""
+    if path.exists() and not overwrite:
+        kind = "directory" if path.is_dir() else "file"
+        raise CLIError(
+            f"{path} already exists ({kind}); pass --overwrite to replace it, or choose another "
+            f"{flag}"
+        )
 
 
 def parse_options(options: list[str] | None) -> dict[str, Any]:

@@ -62,6 +62,9 @@ def distill_command(
     data_dir: Annotated[str | None, typer.Option(help="where dataset files live")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace a distilled model already in OUT")
+    ] = False,
 ) -> None:
     """Distill a teacher checkpoint into an IAF student by minimising KL(student ‖ teacher).
 
@@ -76,13 +79,17 @@ def distill_command(
             "--data-anchor must be >= 0 and --anchor-every, --anchor-batch-size >= 1; got "
             f"{data_anchor}, {anchor_every}, {anchor_batch_size}"
         )
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise CLIError(
+            f"--steps and --batch-size must be >= 1 and --lr > 0; got {steps}, {batch_size}, {lr}"
+        )
     check_writable(out)
     job = distill_job(
         teacher, out, data=data, steps=steps, loss=loss, layers=layers,
         hidden=tuple(hidden or (512, 512)), batch_size=batch_size, lr=lr,
         same_ordering=same_ordering, data_anchor=data_anchor, anchor_every=anchor_every,
         anchor_batch_size=anchor_batch_size, seed=seed, data_dir=data_dir, device=device,
-        progress=progress,
+        progress=progress, overwrite=overwrite,
     )  # fmt: skip
     result = job.result
     kl_curve_figure([result]).savefig(out / "distill_kl.png", dpi=120)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from invertible.cli.common import ensure_writable_dir, set_threads
-from invertible.reports.lecture import run_lecture
+from invertible.reports.lecture import check_lecture_out, run_lecture
 
 __all__ = ["EPILOG", "lecture"]
 
@@ -32,21 +32,25 @@ def lecture(
         int | None,
         typer.Option(help="torch CPU threads (default: torch's; use 1 on a busy machine)"),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a previous report in OUT")] = False,
 ) -> None:
     """The lecture's main job: fit NICE, RealNVP, MAF and IAF on 8x8 patches within a time
     budget and write report.md with a comparison table and figures.
     """
     set_threads(threads)
+    model_list = [m.strip() for m in models.split(",") if m.strip()]
+    check_lecture_out(out, model_list, overwrite=overwrite)
     ensure_writable_dir(out)
     report = run_lecture(
         out,
         budget_minutes=budget_minutes,
         dataset=data,
-        models=[m.strip() for m in models.split(",") if m.strip()],
+        models=model_list,
         tiny=tiny,
         seed=seed,
         data_dir=data_dir,
         progress=progress,
+        overwrite=overwrite,
     )
     typer.echo(report.table_markdown())
     typer.echo(f"wrote {out / 'report.md'}")

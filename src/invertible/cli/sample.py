@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +12,7 @@ import numpy as np
 import typer
 
 from invertible.checkpoint import load
-from invertible.cli.common import CLIError, check_writable
+from invertible.cli.common import CLIError, check_writable, refuse_existing
 from invertible.evaluation import sample_images, sample_to_npy
 from invertible.reports.plots import plot_image_grid
 
@@ -19,6 +22,30 @@ EPILOG = (
     "Examples:\n\n  invertible sample runs/maf/model -n 1000 --out samples.npy\n\n"
     "  invertible sample runs/maf/model -n 64 --out s.npy --raw"
 )
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine (``None`` where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sample_size(n: int, shape: tuple[int, ...], out: Path, *, itemsize: int) -> None:
+    """Refuse up front a sample file larger than the memory or the free disk space."""
+    need = n * math.prod(shape) * itemsize
+    memory = _memory_bytes()
+    where = out.absolute().parent
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    for what, have in (("memory", memory), ("free disk space", free)):
+        if have is not None and need > have:
+            raise CLIError(
+                f"-n {n} samples of shape {list(shape)} need {need / 1e9:.1f} GB, more than "
+                f"the {have / 1e9:.1f} GB of {what}; draw fewer (several files if needed)"
+            )
 
 
 def sample(
@@ -43,6 +70,7 @@ def sample(
     temperature: Annotated[
         float, typer.Option(help="image models: scale of the base noise (e.g. 0.7)")
     ] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing OUT file")] = False,
 ) -> None:
     """Draw samples from a checkpoint and save them as .npy (atomically). Image models write
     uint8 pixels (quantised like the data) and a PNG grid of the first 64 next to the .npy.
@@ -51,9 +79,17 @@ def sample(
         raise CLIError(f"-n must be a positive number of samples, got {n}")
     if not temperature > 0:
         raise CLIError(f"--temperature must be positive, got {temperature}")
+    if batch_size < 1:
+        raise CLIError(f"--chunk-size must be >= 1, got {batch_size}")
+    if out.suffix != ".npy":
+        raise CLIError(f"--out must name a .npy file, got {out}")
+    refuse_existing(out, overwrite=overwrite)
     check_writable(out.parent)
     flow = load(checkpoint)
-    if len(flow.event_shape) == 3 and "levels" in flow.config:
+    image = len(flow.event_shape) == 3 and "levels" in flow.config
+    check_sample_size(n, flow.event_shape, out, itemsize=1 if image else 4)
+    if image:
+        refuse_existing(out.with_suffix(".png"), overwrite=overwrite)
         levels = int(flow.config["levels"])
         pixels = sample_images(
             flow,

@@ -10,10 +10,10 @@ import typer
 
 from invertible.catalog import model_spec
 from invertible.cli.common import (
-    CLIError,
     check_writable,
     join_torchrun,
     parse_options,
+    refuse_existing_run,
     set_threads,
 )
 from invertible.jobs import train_job
@@ -69,7 +69,9 @@ def train(
             "--compile", help="torch.compile the training step (eager fallback if unavailable)"
         ),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace a finished run in OUT")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the run in OUT (its model and saved state)")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     threads: Annotated[
@@ -89,11 +91,7 @@ def train(
     dist_ctx = join_torchrun(device)  # under torchrun: DDP, one process per GPU / CPU share
     if dist_ctx is not None:
         device = str(dist_ctx.device)
-    if (out / "model").exists() and not (resume or overwrite):
-        raise CLIError(
-            f"{out} already holds a trained model; pass --resume to continue it, --overwrite to "
-            "replace it, or choose another --out"
-        )
+    refuse_existing_run(out, resume=resume, overwrite=overwrite)
     check_writable(out)
     job = train_job(
         model, data, size=size, seed=seed, out=out, data_dir=data_dir,
@@ -102,7 +100,8 @@ def train(
         steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         schedule=schedule, grad_clip=grad_clip or None, patience=patience or None,
         eval_every=eval_every, max_time=max_time, checkpoint_every=checkpoint_every,
-        compile=compile_, **({"val_max_rows": val_max_rows} if val_max_rows else {}),
+        compile=compile_, overwrite=overwrite,
+        **({"val_max_rows": val_max_rows} if val_max_rows else {}),
     )  # fmt: skip
     if job.test is None:
         return  # not the main process: rank 0 evaluates, saves and reports

@@ -54,9 +54,11 @@ class DistillResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     def final(self, key: str = "kl", last: int = 50) -> float:
-        """Mean of the last ``last`` recorded values of ``key`` (a smoothed final value)."""
+        """Mean of the last ``last`` recorded values of ``key`` (a smoothed final value;
+        NaN when nothing was recorded).
+        """
         values = self.history[key][-last:]
-        return sum(values) / max(len(values), 1)
+        return sum(values) / len(values) if values else float("nan")
 
 
 class StudentBatches:

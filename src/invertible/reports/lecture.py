@@ -26,13 +26,14 @@ from typing import Any
 
 import torch
 
-from invertible.catalog import ModelUnavailableError
+from invertible.catalog import ModelUnavailableError, model_spec
 from invertible.data import load_data
 from invertible.evaluation import density_throughput, sampling_throughput
 from invertible.jobs import TrainJob, train_job
 from invertible.reports.distillation import RESERVE, add_distillation
 from invertible.reports.markdown import ModelRow, Report
 from invertible.reports.plots import plot_patch_grid, plot_samples, plot_training_curves
+from invertible.training import RunExistsError, existing_run
 
 __all__ = ["LECTURE_OPTIONS", "LECTURE_OVERRIDES", "TIME_WEIGHTS", "run_lecture"]
 
@@ -169,6 +170,7 @@ def _fit_models(
     tiny: bool,
     seed: int,
     progress: bool,
+    overwrite: bool = False,
 ) -> tuple[dict[str, TrainJob], dict[str, Any], list[str]]:
     """Train each model with its share of the time left before ``deadline``; add its row.
 
@@ -196,6 +198,7 @@ def _fit_models(
             job = train_job(
                 key, data, size="tiny" if tiny else "small", seed=seed, out=out / key,
                 option=options, overrides=None if tiny else LECTURE_OVERRIDES.get(key),
+                overwrite=overwrite,
                 progress=progress, test_rows=2000 if capped else None,
                 **_train_options(key, max_time, tiny),
             )  # fmt: skip
@@ -212,6 +215,24 @@ def _fit_models(
     return jobs, samples, notes
 
 
+def check_lecture_out(
+    out_dir: str | os.PathLike[str], models: Sequence[str], *, overwrite: bool = False
+) -> None:
+    """Check the model names, and refuse a previous report in ``out_dir`` (unless
+    ``overwrite``).
+    """
+    for name in models:
+        model_spec(name.lower())
+    out = Path(out_dir)
+    found = [p.name for p in (out / "report.md", out / "results.json") if p.exists()]
+    found += [f"{m.lower()}/" for m in models if existing_run(out / m.lower())]
+    if found and not overwrite:
+        raise RunExistsError(
+            f"{out} already holds a lecture report ({', '.join(found)}); pass --overwrite to "
+            "replace it, or choose another --out"
+        )
+
+
 def run_lecture(
     out_dir: str | os.PathLike[str],
     *,
@@ -223,6 +244,7 @@ def run_lecture(
     data_dir: str | None = None,
     progress: bool = True,
     distillation: bool = True,
+    overwrite: bool = False,
 ) -> Report:
     """Fit and compare the lecture's models within ``budget_minutes`` of wall time.
 
@@ -230,8 +252,11 @@ def run_lecture(
     one checkpoint per model (``<out>/<model>/model``) into ``out_dir``, then (with
     ``distillation``) distils the MAF into an IAF student. Models whose preset is not
     installed are skipped with a note. ``tiny`` uses tiny networks and a small subset of
-    the data (a smoke test).
+    the data (a smoke test). Unknown model names raise before anything trains; an
+    ``out_dir`` holding a previous report raises
+    :class:`~invertible.training.RunExistsError` unless ``overwrite``.
     """
+    check_lecture_out(out_dir, models, overwrite=overwrite)
     t0 = time.perf_counter()
     budget = budget_minutes * 60.0
     distill_reserve = budget * RESERVE if distillation else 0.0
@@ -255,7 +280,7 @@ def run_lecture(
     deadline_for_models = deadline - distill_reserve
     jobs, samples, notes = _fit_models(
         report, data, out, models, budget, deadline_for_models, options,
-        tiny=tiny, seed=seed, progress=progress,
+        tiny=tiny, seed=seed, progress=progress, overwrite=overwrite,
     )  # fmt: skip
     figures = _figures(out, data, jobs, samples)
     if distillation:

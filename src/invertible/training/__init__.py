@@ -16,7 +16,7 @@
 from invertible.training.batchnorm import refresh_batchnorm
 from invertible.training.compile import CompiledFlow, CompiledModule, compile_flow
 from invertible.training.config import TrainConfig, TrainResult
-from invertible.training.fit import fit
+from invertible.training.fit import RunExistsError, existing_run, fit
 from invertible.training.loop import Trainer
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
@@ -29,12 +29,14 @@ __all__ = [
     "CompiledModule",
     "MaximumLikelihood",
     "MetricsLogger",
+    "RunExistsError",
     "SingleProcess",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "adam",
     "compile_flow",
+    "existing_run",
     "fit",
     "lr_factor",
     "refresh_batchnorm",

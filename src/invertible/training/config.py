@@ -49,6 +49,33 @@ class TrainConfig:
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 evaluations (or None), got {self.patience}")
         lr_factor(0.0, 0, schedule=self.schedule)  # validates the name
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Refuse values that would train silently wrong (a negative clip ascends)."""
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            raise ValueError(
+                f"grad_clip must be a positive gradient norm (0 or None: no clipping), got "
+                f"{self.grad_clip}"
+            )
+        positive = {
+            "eval_every": self.eval_every,
+            "max_time": self.max_time,
+            "val_max_rows": self.val_max_rows,
+        }
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None), got {value}")
+        at_least_one = {
+            "eval_batch_size": self.eval_batch_size,
+            "checkpoint_every": self.checkpoint_every,
+            "max_bad_steps": self.max_bad_steps,
+        }
+        for name, value in at_least_one.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +17,46 @@ from invertible.training.loop import Trainer
 from invertible.training.strategy import SingleProcess
 from invertible.transforms.normalization import is_distributed
 
-__all__ = ["fit"]
+__all__ = ["RunExistsError", "existing_run", "fit"]
+
+#: What a run writes into its ``out_dir``: any of them marks the directory as a run.
+RUN_ENTRIES = ("model", "training", "metrics.jsonl", "results.json")
+
+
+class RunExistsError(ValueError):
+    """``out_dir`` already holds a run and neither resume nor overwrite was asked for."""
+
+
+def existing_run(out_dir: str | os.PathLike[str]) -> list[str]:
+    """The entries of a previous run in ``out_dir`` (including the state an interrupted
+    checkpoint swap left as ``.training.previous-*``); empty if there is none.
+
+    Example:
+        >>> import tempfile
+        >>> existing_run(tempfile.mkdtemp())
+        []
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    found = [name for name in RUN_ENTRIES if (out / name).exists()]
+    if "training" not in found and any(out.glob(".training.previous-*")):
+        found.append("training")
+    return found
+
+
+def _check_out_dir(out_dir: str | os.PathLike[str] | None, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over a previous one (``overwrite``: remove its state)."""
+    if out_dir is None or resume or is_distributed():  # under torchrun the CLI checks first
+        return
+    found = existing_run(out_dir)
+    if found and not overwrite:
+        raise RunExistsError(
+            f"{out_dir} already holds a run ({', '.join(found)}); pass resume=True to continue "
+            "it, overwrite=True to replace it, or choose another out_dir"
+        )
+    if found:
+        shutil.rmtree(Path(out_dir) / "training", ignore_errors=True)
 
 
 def fit(
@@ -40,6 +81,7 @@ def fit(
     data_meta: Mapping[str, Any] | None = None,
     callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
     save_model: bool = True,
+    overwrite: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Fit ``flow`` to ``data`` by maximum likelihood; returns a :class:`TrainResult`.
@@ -73,6 +115,9 @@ def fit(
         data_meta: the ``"data"`` entry of saved checkpoints (default: from ``data``).
         callbacks: functions called with each logged record.
         save_model: with ``out_dir``, save the final model to ``out_dir/model``.
+        overwrite: start a new run in an ``out_dir`` that holds one (its resumable state is
+            removed, its model replaced at the end); without it, and without ``resume``,
+            such an ``out_dir`` raises :class:`RunExistsError`.
         **options: further :class:`TrainConfig` fields: ``min_lr_ratio``, ``step_size``,
             ``gamma``, ``warmup_steps``, ``max_bad_steps=10``, ``val_max_rows``,
             ``eval_batch_size``, ``refresh_bn_rows=20000`` (rows for the final batch-norm
@@ -99,6 +144,7 @@ def fit(
         max_time=max_time,
         **options,
     )
+    _check_out_dir(out_dir, resume, overwrite)
     # the one place that picks how the loop runs: DDP when launched by torchrun
     strategy = DDPStrategy() if is_distributed() else SingleProcess()
     trainer = Trainer(

@@ -48,6 +48,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -69,6 +70,7 @@ from invertible.checkpoint import (
 from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval, dequantize_step
+from invertible.files import recover_directory
 from invertible.tensors import as_tensor, dtype_device, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
@@ -586,8 +588,15 @@ class Trainer:
             path = self._training_dir()
             if path is None:
                 raise ValueError("resume=True needs out_dir (where the training state is)")
+            if self.is_main:
+                recover_directory(path)  # a swap killed between its renames
             if (path / "config.json").is_file():
                 self.load_state(path)
+            elif self.is_main:
+                warnings.warn(
+                    f"resume: no saved training state in {path}; starting from step 0",
+                    stacklevel=2,
+                )
         if self.out_dir is not None and self.is_main:
             self._logger = MetricsLogger(self.out_dir, self.history)
         if self._good_state is None:

@@ -252,7 +252,7 @@ def check_distill_converged(result: DistillResult, lr: float) -> None:
     kl = [v for v in result.history["kl"] if not np.isnan(v)]
     if not kl:
         return
-    first = float(np.median(kl[: max(1, min(50, len(kl) // 10))]))
+    first = float(kl[0])  # the initial student's (the first estimate precedes any update)
     final = result.final("kl")
     if not np.isfinite(final) or (np.isfinite(first) and final > first + 1 + abs(first) / 2):
         raise DivergedError(

@@ -1,0 +1,208 @@
+"""Nothing lost, nothing silent: existing files and runs are never replaced without
+``--overwrite``, bad options are refused, divergence is reported, ordinary mistakes end in
+one clear ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import invertible as inv
+from invertible.cli import app
+from invertible.files import atomic_directory, recover_directory
+from invertible.training import RunExistsError
+
+runner = CliRunner()
+SMALL = ["--option", "n_train=600", "--option", "n_val=100", "--option", "n_test=100"]
+TINY = ["--size", "tiny", "--no-progress", "--batch-size", "128", *SMALL]
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(result, pattern: str) -> None:
+    """Exit status 1, an ``error:`` line matching ``pattern``, no traceback."""
+    text = result.output
+    assert result.exit_code == 1, text
+    assert result.exception is None or isinstance(result.exception, SystemExit), text
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert errors, text
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+def _data(n: int = 512, d: int = 2, seed: int = 0) -> SimpleNamespace:
+    rng = np.random.default_rng(seed)
+    return SimpleNamespace(
+        train=rng.normal(size=(n, d)).astype("float32"),
+        val=rng.normal(size=(n // 4, d)).astype("float32"),
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("safety") / "run"
+    result = invoke("train", "--model", "maf", "--data", "moons", "--steps", "40", "--out", out,
+                    *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# --------------------------------------------------------------------------- data lost
+
+
+def test_sample_never_replaces_a_user_file(run: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "my_data.npy"
+    np.save(mine, np.arange(1200.0).reshape(600, 2))
+    before = mine.read_bytes()
+    assert_clean_error(invoke("sample", run / "model", "-n", 5, "--out", mine), "already exists")
+    assert mine.read_bytes() == before
+    result = invoke("sample", run / "model", "-n", 5, "--out", mine, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert np.load(mine).shape == (5, 2)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert_clean_error(invoke("sample", run / "model", "-n", 5, "--out", notes), r"\.npy")
+    assert notes.read_text() == "keep me"
+
+
+def test_output_files_get_the_users_permissions(run: Path, tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        out = tmp_path / "s.npy"
+        assert invoke("sample", run / "model", "-n", 3, "--out", out).exit_code == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("x")
+        assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    finally:
+        os.umask(mask)
+
+
+def test_relaunch_without_resume_keeps_the_saved_state(run: Path, tmp_path: Path) -> None:
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(run, interrupted)
+    shutil.rmtree(interrupted / "model")  # as if killed before the end
+    state = (interrupted / "training" / "training_state.json").read_bytes()
+    result = invoke("train", "--model", "maf", "--data", "moons", "--steps", "10", "--out",
+                    interrupted, *TINY)  # fmt: skip
+    assert_clean_error(result, "already holds an interrupted run.*--resume")
+    assert (interrupted / "training" / "training_state.json").read_bytes() == state
+
+
+def test_fit_refuses_an_existing_run_unless_asked(tmp_path: Path) -> None:
+    data = _data()
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    inv.fit(flow, data, steps=10, batch_size=64, progress=False, out_dir=tmp_path)
+    before = (tmp_path / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        inv.fit(flow, data, steps=10, batch_size=64, progress=False, out_dir=tmp_path)
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == before
+    result = inv.fit(flow, data, steps=10, batch_size=64, progress=False, out_dir=tmp_path,
+                     overwrite=True)  # fmt: skip
+    assert result.steps == 10
+
+
+def test_distill_and_lecture_refuse_a_previous_run(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    args = ("distill", "--teacher", run / "model", "--out", out, "--steps", 5, "--layers", 1,
+            "--hidden", 8, "--batch-size", 32, "--loss", "mc", "--no-progress")  # fmt: skip
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    before = (out / "model" / "model.safetensors").read_bytes()
+    assert_clean_error(invoke(*args), "already holds a distilled model.*--overwrite")
+    assert (out / "model" / "model.safetensors").read_bytes() == before
+    assert invoke(*args, "--overwrite").exit_code == 0
+    lecture = tmp_path / "lecture"
+    lecture.mkdir()
+    (lecture / "report.md").write_text("my report")
+    assert_clean_error(invoke("lecture", "--out", lecture, "--tiny"), "already holds a lecture")
+    assert (lecture / "report.md").read_text() == "my report"
+
+
+def test_lecture_checks_model_names_before_training(tmp_path: Path) -> None:
+    result = invoke("lecture", "--out", tmp_path / "lec", "--tiny", "--models", "nice,foo")
+    assert_clean_error(result, "foo")
+    assert not (tmp_path / "lec" / "nice").exists()
+
+
+def test_resume_after_a_kill_between_the_swap_renames(tmp_path: Path) -> None:
+    data = _data()
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    config = inv.training.TrainConfig(steps=60, batch_size=64, eval_every=20)
+    trainer = inv.training.Trainer(flow, data, config, out_dir=tmp_path, progress=False)
+    trainer.run(until=40)
+    # SIGKILL after "old → .previous", before "new → training": no training/ at all
+    os.replace(tmp_path / "training", tmp_path / ".training.previous-abc")
+    (tmp_path / ".training.tmp-def").mkdir()
+    flow2 = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    trainer = inv.training.Trainer(flow2, data, config, out_dir=tmp_path, progress=False)
+    trainer._start(resume=True)
+    assert trainer.step == 40
+    assert (tmp_path / "training" / "config.json").is_file()
+    assert not list(tmp_path.glob(".training.*"))
+
+
+def test_recover_directory_removes_leftovers(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / ".ckpt.previous-1").mkdir()
+    (tmp_path / ".ckpt.tmp-2").mkdir()
+    assert recover_directory(tmp_path / "ckpt") is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# --------------------------------------------------------------------------- silently wrong
+
+
+@pytest.mark.parametrize("clip", [-1.0, float("nan")])
+def test_negative_grad_clip_is_refused(clip: float) -> None:
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    with pytest.raises(ValueError, match="grad_clip"):
+        inv.fit(flow, _data(), steps=5, grad_clip=clip, progress=False)
+
+
+def test_cli_negative_grad_clip_is_refused(tmp_path: Path) -> None:
+    result = invoke("train", "--model", "nice", "--data", "moons", "--steps", 5, "--grad-clip",
+                    -1, "--out", tmp_path / "r", *TINY)  # fmt: skip
+    assert_clean_error(result, "grad.clip")
+
+
+def test_distill_zero_steps_and_zero_lr_are_refused(run: Path, tmp_path: Path) -> None:
+    base = ("distill", "--teacher", run / "model", "--out", tmp_path / "s", "--no-progress")
+    assert_clean_error(invoke(*base, "--steps", 0), "--steps")
+    assert_clean_error(invoke(*base, "--lr", 0), "--lr")
+    assert not (tmp_path / "s").exists()
+
+
+def test_distill_divergence_is_an_error_and_saves_nothing(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    result = invoke("distill", "--teacher", run / "model", "--out", out, "--steps", 60,
+                    "--layers", 2, "--hidden", 16, "--batch-size", 64, "--loss", "mc",
+                    "--lr", 10, "--no-progress")  # fmt: skip
+    assert_clean_error(result, "diverged.*lower the learning rate")
+    assert not (out / "model").exists()
+
+
+def test_empty_distillation_has_no_final_kl() -> None:
+    t = inv.Flow(inv.ActNorm(2), inv.StandardNormal(2))
+    s = inv.Flow(inv.ActNorm(2), inv.StandardNormal(2))
+    result = inv.distill(t, s, steps=0, progress=False)
+    assert np.isnan(result.final("kl"))
+
+
+def test_results_json_of_a_run_is_valid(run: Path) -> None:
+    summary = json.loads((run / "results.json").read_text())
+    assert np.isfinite(summary["test"]["log_prob"])
+    assert torch.isfinite(torch.tensor(summary["test"]["two_se"]))

@@ -193,6 +193,16 @@ def image_lam(shape: tuple[int, ...]) -> float:
     return 1e-6 if shape[0] == 1 else 0.05
 
 
+#: The network sizes ``--size`` takes.
+SIZES = ("tiny", "small", "default")
+
+
+def check_size(size: str) -> None:
+    """Raise ``ValueError`` unless ``size`` is one of :data:`SIZES`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+
+
 def build_model(
     name: str,
     features: int | tuple[int, ...],
@@ -212,6 +222,7 @@ def build_model(
         ModelUnavailableError: the preset is not installed.
     """
     spec = model_spec(name)
+    check_size(size)
     cls = Flow.registry.get(spec.preset)
     if cls is None:
         raise ModelUnavailableError(

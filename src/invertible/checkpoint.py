@@ -146,8 +146,9 @@ def _check_finite(tensors: Mapping[str, Tensor], what: str) -> None:
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise NonFiniteStateError(
-                f"{what}: tensor {name!r} holds NaN or inf; refusing to write it (the "
-                "previous checkpoint is kept); lower the learning rate or enable grad_clip"
+                f"{what}: tensor {name!r} holds NaN or inf; refusing to write it (any "
+                "checkpoint already there is kept); check the data for extreme values and "
+                "lower the learning rate"
             )
 
 
@@ -365,6 +366,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointFormatError(
             f"{path} is a file, not a checkpoint directory (config.json + model.safetensors); "
             "pass the directory written by invertible.save"
+        )
+    if not (path / CONFIG_FILE).is_file() and (path / "model" / CONFIG_FILE).is_file():
+        raise CheckpointNotFoundError(
+            f"{path} is a run directory, not a checkpoint; did you mean {path / 'model'}?"
         )
     meta = _read_json(path / CONFIG_FILE)
     if not isinstance(meta, dict):

@@ -34,7 +34,7 @@ from invertible.distillation import DistillResult, distill, make_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
 from invertible.files import atomic_write_text
 from invertible.presets import IAF
-from invertible.training import RunExistsError, TrainResult, fit
+from invertible.training import DivergedError, RunExistsError, TrainResult, fit
 from invertible.version import __version__
 
 __all__ = [
@@ -230,10 +230,6 @@ def checkpoint_dataset(
     options.update(option or {})
     seed = int(stored.get("seed", 0)) if same else 0
     return load_data(name, data_dir=data_dir, seed=seed, options=options)
-
-
-class DivergedError(ValueError):
-    """Training or distillation made the model worse or non-finite; nothing was saved."""
 
 
 def check_distill_out(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from invertible.training.ddp import DistributedContext, env_world_size, init_dis
 
 __all__ = [
     "CLIError",
+    "check_device",
+    "check_positive",
     "check_writable",
     "cli_errors",
     "ensure_writable_dir",
@@ -54,13 +57,22 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Print a warning as one ``warning: ...`` line on stderr (no file, line or source)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def cli_errors(fn: F) -> F:
-    """Turn expected exceptions into ``error: <message>`` on stderr and exit status 1."""
+    """Turn expected exceptions into ``error: <message>`` on stderr and exit status 1, and
+    warnings into ``warning: <message>`` lines.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except EXPECTED_ERRORS as e:
             message = str(e) or type(e).__name__
             if isinstance(e, KeyError) and message.startswith("'"):
@@ -126,6 +138,37 @@ def refuse_existing(path: Path, *, overwrite: bool = False, flag: str = "--out")
             f"{path} already exists ({kind}); pass --overwrite to replace it, or choose another "
             f"{flag}"
         )
+
+
+def check_device(device: str | None) -> str | None:
+    """A ``--device`` this torch can train on, or one clear error (``None``: the default)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(
+            f"--device {device}: this torch build has no usable CUDA device; use --device cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(
+            f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {device}: MPS is not available here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise CLIError(f"--device {device}: cannot train or evaluate there; use cpu or cuda")
+    return device
+
+
+def check_positive(**values: float | None) -> None:
+    """Raise a one-line error for any flag value that is not positive (``None``: unset)."""
+    for name, value in values.items():
+        if value is not None and not value > 0:
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} must be positive, got {value}")
 
 
 def parse_options(options: list[str] | None) -> dict[str, Any]:

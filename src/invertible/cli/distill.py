@@ -15,12 +15,15 @@ from typing import Annotated
 
 import typer
 
-from invertible.cli.common import CLIError, check_writable
+from invertible.cli.common import CLIError, check_device, check_writable
 from invertible.distillation import LOSSES
 from invertible.jobs import distill_job
 from invertible.reports.plots import kl_curve_figure
 
 __all__ = ["EPILOG", "distill_command"]
+
+#: The widest MADE hidden layer ``--hidden`` takes (wider ones do not fit in memory).
+MAX_WIDTH = 65536
 
 EPILOG = (
     "Example:\n\n  invertible distill --teacher runs/maf/model --data patches "
@@ -83,6 +86,12 @@ def distill_command(
         raise CLIError(
             f"--steps and --batch-size must be >= 1 and --lr > 0; got {steps}, {batch_size}, {lr}"
         )
+    if layers < 1 or any(not 1 <= h <= MAX_WIDTH for h in hidden or ()):
+        raise CLIError(
+            f"--layers must be >= 1 and each --hidden between 1 and {MAX_WIDTH}; got {layers}, "
+            f"{list(hidden or [])}"
+        )
+    check_device(device)
     check_writable(out)
     job = distill_job(
         teacher, out, data=data, steps=steps, loss=loss, layers=layers,

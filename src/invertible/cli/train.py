@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from invertible.catalog import model_spec
+from invertible.catalog import check_size, model_spec
 from invertible.cli.common import (
+    check_device,
+    check_positive,
     check_writable,
     join_torchrun,
     parse_options,
@@ -28,6 +30,11 @@ EPILOG = (
     "  invertible train --model nice --data my_data.npy --max-time 60 --out runs/nice\n\n"
     "  invertible train --model maf --data patches --out runs/maf --resume --steps 10000"
 )
+
+
+def _nats(value: float | None) -> str:
+    """A log-likelihood for people: three decimals, or "none" without validation."""
+    return "none" if value is None else f"{value:.3f}"
 
 
 def train(
@@ -87,6 +94,12 @@ def train(
     log-likelihood (and bits/dim for images: sample grids at temperatures 1.0 and 0.7).
     """
     model_spec(model)  # validates the name before anything is loaded
+    check_size(size)
+    check_positive(
+        epochs=epochs, batch_size=batch_size, lr=lr, eval_every=eval_every, max_time=max_time,
+        checkpoint_every=checkpoint_every, val_max_rows=val_max_rows,
+    )  # fmt: skip
+    device = check_device(device)
     set_threads(threads)
     dist_ctx = join_torchrun(device)  # under torchrun: DDP, one process per GPU / CPU share
     if dist_ctx is not None:
@@ -112,7 +125,8 @@ def train(
     result, test = job.result, job.test
     typer.echo(
         f"trained {result.steps} steps in {result.train_time:.1f}s ({result.stopped}); "
-        f"best validation log-likelihood {result.best_val_log_prob} at step {result.best_step}"
+        f"best validation log-likelihood {_nats(result.best_val_log_prob)} at step "
+        f"{result.best_step}"
     )
     typer.echo(f"test log-likelihood: {test}")
     if test.bits_per_dim is not None:

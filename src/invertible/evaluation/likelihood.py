@@ -67,11 +67,21 @@ class EvalResult:
     bits_per_dim: float | None = None
     seconds: float = 0.0
     samples_per_s: float = 0.0
+    median: float | None = None
+    minimum: float | None = None
+    nonfinite: int = 0
 
     def __str__(self) -> str:
-        text = f"{self.log_prob:.3f} ± {self.two_se:.3f} nats (N={self.n}, D={self.features})"
+        se = f"{self.two_se:.3f}" if math.isfinite(self.two_se) else "n/a"
+        text = f"{self.log_prob:.3f} ± {se} nats (N={self.n}, D={self.features})"
         if self.bits_per_dim is not None:
             text += f", {self.bits_per_dim:.4f} bits/dim"
+        if self.nonfinite:
+            text += f"; {self.nonfinite} of {self.n} points have log-density -inf or NaN"
+        if self.median is not None and self.minimum is not None and self.n > 1:
+            text += f"; median {self.median:.3f}, min {self.minimum:.3g}"
+        if self.n == 1:
+            text += "; one point: no error bar"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,10 +135,26 @@ def log_likelihoods(flow: Flow, x: np.ndarray | Tensor, *, batch_size: int = 409
 
 
 def _summary(values: np.ndarray) -> tuple[float, float]:
+    """Mean and two standard errors (NaN for fewer than two points or any non-finite)."""
     n = values.size
-    mean = float(values.mean())
-    two_se = float(2.0 * values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    if n == 0:
+        return float("nan"), float("nan")
+    finite = bool(np.isfinite(values).all())
+    mean = float(values.mean()) if finite else float(np.nan_to_num(values, nan=-np.inf).mean())
+    two_se = float(2.0 * values.std(ddof=1) / math.sqrt(n)) if n > 1 and finite else math.nan
     return mean, two_se
+
+
+def _spread(values: np.ndarray) -> dict[str, Any]:
+    """Median, minimum and count of non-finite values: what a mean alone hides."""
+    if values.size == 0:
+        return {}
+    clean = np.nan_to_num(values, nan=-np.inf)
+    return {
+        "median": float(np.median(clean)),
+        "minimum": float(clean.min()),
+        "nonfinite": int((~np.isfinite(values)).sum()),
+    }
 
 
 def evaluate_array(
@@ -157,6 +183,7 @@ def evaluate_array(
         bits_per_dim=bpd,
         seconds=seconds,
         samples_per_s=values.size / seconds if seconds > 0 else 0.0,
+        **_spread(values),
     )
 
 
@@ -175,7 +202,7 @@ def evaluate(flow: Flow, data: Any, *, split: str = "test", batch_size: int = 40
         >>> data = SimpleNamespace(name="zeros", test=np.zeros((4, 2), "float32"), info={})
         >>> flow = invertible.Flow(invertible.Rescaling(2), invertible.StandardNormal(2))
         >>> print(evaluate(flow, data))
-        -1.838 ± 0.000 nats (N=4, D=2)
+        -1.838 ± 0.000 nats (N=4, D=2); median -1.838, min -1.84
     """
     x = getattr(data, split)
     info = dict(getattr(data, "info", {}) or {})
@@ -250,4 +277,5 @@ def evaluate_images(
         bits_per_dim=bpd,
         seconds=seconds,
         samples_per_s=values.size / seconds if seconds > 0 else 0.0,
+        **_spread(values),
     )

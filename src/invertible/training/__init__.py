@@ -15,9 +15,9 @@
 
 from invertible.training.batchnorm import refresh_batchnorm
 from invertible.training.compile import CompiledFlow, CompiledModule, compile_flow
-from invertible.training.config import TrainConfig, TrainResult
+from invertible.training.config import TrainConfig, TrainingWarning, TrainResult
 from invertible.training.fit import RunExistsError, existing_run, fit
-from invertible.training.loop import Trainer
+from invertible.training.loop import DivergedError, Trainer
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
 from invertible.training.schedule import adam, lr_factor
@@ -27,6 +27,7 @@ from invertible.training.strategy import SingleProcess
 __all__ = [
     "CompiledFlow",
     "CompiledModule",
+    "DivergedError",
     "MaximumLikelihood",
     "MetricsLogger",
     "RunExistsError",
@@ -34,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingWarning",
     "adam",
     "compile_flow",
     "existing_run",

@@ -7,7 +7,11 @@ from typing import Any
 
 from invertible.training.schedule import lr_factor
 
-__all__ = ["TrainConfig", "TrainResult"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingWarning"]
+
+
+class TrainingWarning(UserWarning):
+    """A run finished, but it skipped steps, halved its learning rate or its loss exploded."""
 
 
 @dataclass
@@ -94,6 +98,9 @@ class TrainResult:
         skipped_steps: steps skipped for a non-finite loss or gradient.
         lr_halvings: times the last good state was restored and the lr halved.
         samples_per_s: mean training throughput.
+        warnings: what went wrong without stopping the run (skipped steps, learning-rate
+            halvings, an exploding loss), one sentence each; also issued as
+            :class:`TrainingWarning`.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -106,6 +113,7 @@ class TrainResult:
     skipped_steps: int = 0
     lr_halvings: int = 0
     samples_per_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-serialisable dict."""

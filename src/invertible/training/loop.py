@@ -74,7 +74,7 @@ from invertible.files import recover_directory
 from invertible.tensors import as_tensor, dtype_device, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
-from invertible.training.config import TrainConfig, TrainResult
+from invertible.training.config import TrainConfig, TrainingWarning, TrainResult
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
 from invertible.training.schedule import adam, lr_factor
@@ -88,7 +88,7 @@ from invertible.training.state import (
 from invertible.training.strategy import SingleProcess
 from invertible.transforms.preprocessing import bits_per_dim
 
-__all__ = ["MODEL_DIR", "TRAINING_DIR", "Trainer"]
+__all__ = ["MODEL_DIR", "TRAINING_DIR", "DivergedError", "Trainer"]
 
 TRAINING_DIR = "training"
 MODEL_DIR = "model"
@@ -102,6 +102,44 @@ def _image_levels(data: Any) -> int | None:
     if getattr(train, "dtype", None) in (np.uint8, torch.uint8):
         return int(getattr(data, "levels", 256))
     return None
+
+
+#: A mean training loss above this many nats per dimension marks a run as unstable.
+LOSS_EXPLOSION = 1000.0
+
+
+class DivergedError(ValueError):
+    """No validation log-likelihood of the run was finite."""
+
+
+#: Largest magnitude accepted in training data: squares of larger float32 values overflow
+#: (batch-norm variances, Gaussian log-densities), so every step would be skipped.
+MAX_MAGNITUDE = 1e15
+
+
+def _check_magnitude(x: Tensor, name: str) -> None:
+    """Refuse finite values so large that training cannot be finite."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return
+    big = (x.abs() > MAX_MAGNITUDE).flatten(1).any(dim=1)
+    if bool(big.any()):
+        first = int(big.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} data: {int(big.sum())} row(s) hold values beyond ±{MAX_MAGNITUDE:.0e} "
+            f"(first: row {first}, largest {float(x[first].abs().max()):.3g}); they overflow "
+            "float32 in training: fix, remove or rescale them"
+        )
+
+
+def check_data_object(data: Any) -> None:
+    """Raise a one-line ``TypeError`` unless ``data`` has ``train`` rows or batches."""
+    if hasattr(data, "train") or callable(getattr(data, "train_batch", None)):
+        return
+    raise TypeError(
+        f"data must have a train split (and optionally val), got a {type(data).__name__}; "
+        "wrap arrays as invertible.data.TabularData(name, train, val, test) or "
+        "types.SimpleNamespace(train=x_train, val=x_val)"
+    )
 
 
 class Trainer:
@@ -159,6 +197,7 @@ class Trainer:
         self.model: nn.Module = flow  # the strategy may replace it by a wrapper (DDP)
         self.dtype = dtype
         self.data = data
+        check_data_object(data)
         self._load_splits(data)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -269,6 +308,7 @@ class Trainer:
                     f"{name} data: {len(bad)} row(s) contain NaN or inf (first: row "
                     f"{int(bad[0])}); remove or impute them before training"
                 )
+            _check_magnitude(x, name)
 
     @property
     def _seed(self) -> int:
@@ -459,7 +499,37 @@ class Trainer:
             "total_steps": self.total_steps,
             "config": asdict(self.config),
             "history": self.history,
+            "data": self._data_fingerprint(),
         }
+
+    def _data_fingerprint(self) -> dict[str, Any] | None:
+        """Row counts and sums of the splits: a resumed run must see the same data."""
+        if self.train_x is None:
+            return None
+        if getattr(self, "_fingerprint", None) is None:
+            splits = {"train": self.train_x, "val": self.val_x}
+            self._fingerprint = {
+                name: [int(x.shape[0]), float(x.sum(dtype=torch.float64))]
+                for name, x in splits.items()
+                if x is not None
+            }
+        return self._fingerprint
+
+    def _check_same_data(self, path: Path, saved: dict[str, Any] | None) -> None:
+        """Refuse to resume on other data than the run was trained on."""
+        now = self._data_fingerprint()
+        if saved is None or now is None:
+            return
+        for name, (rows, total) in saved.items():
+            if name not in now:
+                continue
+            rows_now, total_now = now[name]
+            if rows != rows_now or not math.isclose(total, total_now, rel_tol=1e-6, abs_tol=1e-6):
+                raise ValueError(
+                    f"cannot resume from {path}: its {name} split had {rows} rows, this data's "
+                    f"has {rows_now} (or other values); resume with the same --data and "
+                    "options, or start a new run in another output directory"
+                )
 
     def save_state(self, path: str | os.PathLike[str] | None = None) -> None:
         """Write a resumable checkpoint (weights + optimizer + RNG + loop state)."""
@@ -503,6 +573,7 @@ class Trainer:
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best_state = best or None
         loop = state["loop"]
+        self._check_same_data(path, loop.get("data"))
         self.step = int(loop["step"])
         self.best_value = -math.inf if loop["best_value"] is None else float(loop["best_value"])
         self.best_step = int(loop["best_step"])
@@ -710,6 +781,7 @@ class Trainer:
         if self._logger is not None:
             self._logger.close()
         result = self._result(stopped, final)
+        self._check_outcome(result)
         if self.out_dir is not None and self.is_main and self.save_model:
             save(
                 self.flow,
@@ -718,6 +790,37 @@ class Trainer:
                 extra={"training": {k: v for k, v in result.to_dict().items() if k != "history"}},
             )
         return result
+
+    def _check_outcome(self, result: TrainResult) -> None:
+        """Raise if validation never gave a finite number; else list (and warn about) what
+        went wrong without stopping the run: skipped steps, halvings, an exploding loss.
+        """
+        evals = [r for r in self.history if r.get("event") == "eval"]
+        if self.has_validation and evals and result.best_val_log_prob is None:
+            raise DivergedError(
+                f"training diverged: no validation log-likelihood in {self.step} steps was "
+                f"finite ({self.skipped} steps skipped as non-finite); lower the learning rate "
+                f"(now {self.config.lr:g}) and check the data for extreme values"
+            )
+        messages = []
+        if self.skipped:
+            messages.append(
+                f"{self.skipped} of {self.step} steps were skipped (non-finite loss or "
+                f"gradient) and the learning rate was halved {self.lr_halvings} time(s); "
+                "a lower learning rate may train better"
+            )
+        losses = [(r["train_loss"], r["step"]) for r in evals if r.get("train_loss") is not None]
+        limit = LOSS_EXPLOSION * max(1, math.prod(self.flow.event_shape))
+        worst = max(losses, default=None)
+        if worst is not None and worst[0] > limit:
+            messages.append(
+                f"training was unstable: the mean training loss reached {worst[0]:.3g} nats "
+                f"per point (before step {worst[1]}); lower the learning rate (now "
+                f"{self.config.lr:g})"
+            )
+        result.warnings = messages
+        for message in messages if self.is_main else []:
+            warnings.warn(message, TrainingWarning, stacklevel=3)
 
     def _result(self, stopped: str, final: float | None) -> TrainResult:
         sps = [r["samples_per_s"] for r in self.history if r.get("samples_per_s")]

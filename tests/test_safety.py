@@ -206,3 +206,145 @@ def test_results_json_of_a_run_is_valid(run: Path) -> None:
     summary = json.loads((run / "results.json").read_text())
     assert np.isfinite(summary["test"]["log_prob"])
     assert torch.isfinite(torch.tensor(summary["test"]["two_se"]))
+
+
+def test_one_huge_finite_value_is_refused_with_its_row(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(600, 3)).astype("float32")
+    x[5, 1] = 1e30
+    np.save(tmp_path / "big.npy", x)
+    result = invoke("train", "--model", "maf", "--data", tmp_path / "big.npy", "--steps", 10,
+                    "--out", tmp_path / "r", "--size", "tiny", "--no-progress")  # fmt: skip
+    assert_clean_error(result, "1 row.*beyond.*1e\\+30")
+    data = _data()
+    data.train[3, 0] = 1e30
+    with pytest.raises(ValueError, match="row 3"):
+        inv.fit(inv.MAF(2, num_layers=2, hidden_features=(8,)), data, steps=5, progress=False)
+
+
+def test_too_few_rows_are_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "three.npy", np.arange(9.0).reshape(3, 3))
+    result = invoke("train", "--model", "maf", "--data", tmp_path / "three.npy", "--steps", 10,
+                    "--out", tmp_path / "r", "--size", "tiny", "--no-progress")  # fmt: skip
+    assert_clean_error(result, "N >= 10")
+
+
+def test_evaluation_of_one_point_has_no_error_bar() -> None:
+    flow = inv.Flow(inv.Rescaling(2), inv.StandardNormal(2))
+    result = inv.evaluate(flow, SimpleNamespace(name="one", test=np.zeros((1, 2), "float32")))
+    assert np.isnan(result.two_se)
+    assert "n/a" in str(result) and "no error bar" in str(result)
+
+
+def test_outliers_show_in_median_and_minimum() -> None:
+    flow = inv.Flow(inv.Rescaling(2), inv.StandardNormal(2))
+    x = np.zeros((100, 2), "float32")
+    x[:3] = 1e3
+    result = inv.evaluate(flow, SimpleNamespace(name="x", test=x))
+    assert result.median == pytest.approx(-1.838, abs=1e-3)
+    assert result.minimum < -1e5
+    assert "median -1.838" in str(result)
+
+
+def test_resume_on_other_data_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.normal(size=(400, 2)).astype("float32"))
+    np.save(tmp_path / "b.npy", rng.normal(size=(400, 2)).astype("float32"))
+    args = ("train", "--model", "nice", "--steps", 20, "--eval-every", 10, "--out",
+            tmp_path / "r", "--size", "tiny", "--no-progress", "--batch-size", 64)  # fmt: skip
+    assert invoke(*args, "--data", tmp_path / "a.npy").exit_code == 0
+    result = invoke(*args, "--data", tmp_path / "b.npy", "--resume", "--steps", 40)
+    assert_clean_error(result, "cannot resume.*same --data")
+
+
+def test_skipped_steps_are_a_console_warning_with_the_count(tmp_path: Path) -> None:
+    from invertible.training import Trainer, TrainingWarning
+    from invertible.training.config import TrainConfig
+
+    class Bad(Trainer):
+        def train_step(self, batch, lr):
+            return None if self.step in (3, 4) else super().train_step(batch, lr)
+
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    trainer = Bad(flow, _data(), TrainConfig(steps=20, batch_size=64), progress=False)
+    with pytest.warns(TrainingWarning, match="2 of 20 steps were skipped"):
+        result = trainer.run()
+    assert result.warnings and "2 of 20" in result.warnings[0]
+
+
+def test_no_finite_validation_is_an_error() -> None:
+    from invertible.training import DivergedError, Trainer
+    from invertible.training.config import TrainConfig
+
+    class Nan(Trainer):
+        def evaluate(self, x=None):
+            return -float("inf")
+
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    trainer = Nan(flow, _data(), TrainConfig(steps=20, batch_size=64), progress=False)
+    with pytest.raises(DivergedError, match=r"diverged.*lower the learning rate"):
+        trainer.run()
+
+
+def test_fit_on_a_bare_array_is_a_clear_error() -> None:
+    flow = inv.RealNVP(2, num_layers=2, hidden_features=(8,))
+    with pytest.raises(TypeError, match="train split"):
+        inv.fit(flow, np.zeros((100, 2), "float32"), steps=5, progress=False)
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    (tmp / "text.npy").write_text("1 2\n3 4\n")
+    (tmp / "semi.csv").write_text("\n".join(f"{i};{2 * i}" for i in range(30)))
+    (tmp / "adir").mkdir()
+    return {"text": tmp / "text.npy", "semi": tmp / "semi.csv", "dir": tmp / "adir"}
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--size", "huge"], "unknown size 'huge'"),
+        (["--device", "gpu0"], "unknown --device"),
+        (["--device", "meta"], "--device meta"),
+        (["--option", "n_train=-5"], "n_train=-5"),
+        (["--data", "{dir}"], "is a directory"),
+        (["--data", "{text}"], "not a numeric .npy.*rename it .csv"),
+        (["--data", "{semi}"], "separated by ';'"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--eval-every", "0"], "--eval-every must be positive"),
+        (["--max-time", "-1"], "--max-time must be positive"),
+    ],
+)
+def test_train_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], pattern: str) -> None:
+    files = {k: str(v) for k, v in _bad_files(tmp_path).items()}
+    args = [a.format(**files) for a in args]
+    result = invoke("train", "--model", "nice", "--data", "moons", "--steps", 5, "--out",
+                    tmp_path / "r", *TINY, *args)  # fmt: skip
+    assert_clean_error(result, pattern)
+
+
+def test_cuda_on_a_cpu_only_torch_is_one_clear_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = invoke("train", "--model", "nice", "--data", "moons", "--device", "cuda", "--out",
+                    tmp_path / "r", *TINY)  # fmt: skip
+    assert_clean_error(result, "no usable CUDA")
+
+
+def test_csv_with_a_header_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("a,b\n" + "\n".join(f"{i},{(i * 7) % 5}" for i in range(40)))
+    data, _ = inv.data.load_data(str(path))
+    assert data.features == 2 and len(data.train) + len(data.val) + len(data.test) == 40
+
+
+def test_other_commands_mistakes_are_one_clear_line(run: Path, tmp_path: Path) -> None:
+    assert_clean_error(invoke("eval", run), "did you mean .*model")
+    assert_clean_error(invoke("eval", run / "model", "--chunk-size", 0), "--chunk-size")
+    assert_clean_error(invoke("sample", run / "model", "--chunk-size", 0, "--out",
+                              tmp_path / "s.npy"), "--chunk-size")  # fmt: skip
+    assert_clean_error(invoke("sample", run / "model", "-n", 10**13, "--out",
+                              tmp_path / "s.npy"), "GB")  # fmt: skip
+    assert not (tmp_path / "s.npy").exists()
+    for hidden in ("-5", "10000000"):
+        result = invoke("distill", "--teacher", run / "model", "--out", tmp_path / "d",
+                        "--hidden", hidden, "--no-progress")  # fmt: skip
+        assert_clean_error(result, "--hidden")

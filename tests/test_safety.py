@@ -348,3 +348,26 @@ def test_other_commands_mistakes_are_one_clear_line(run: Path, tmp_path: Path) -
         result = invoke("distill", "--teacher", run / "model", "--out", tmp_path / "d",
                         "--hidden", hidden, "--no-progress")  # fmt: skip
         assert_clean_error(result, "--hidden")
+
+
+def test_printed_validation_is_what_eval_reproduces(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    result = invoke("train", "--model", "maf", "--data", "moons", "--steps", 30, "--out", out,
+                    *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = re.search(r"validation log-likelihood (-?\d+\.\d+)", result.output).group(1)
+    again = invoke("eval", out / "model", "--split", "val")
+    assert again.output.startswith(f"val log-likelihood: {printed} ±"), again.output
+
+
+def test_ctrl_c_names_the_saved_state_and_the_resume_command(tmp_path: Path, monkeypatch) -> None:
+    from invertible.cli.common import interrupted_message
+
+    state = tmp_path / "training" / "training_state.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"loop": {"step": 277}}))
+    argv = ["invertible", "train", "--data", "x.npy", "--out", str(tmp_path), "--overwrite"]
+    monkeypatch.setattr("sys.argv", argv)
+    message = interrupted_message("train", tmp_path)
+    assert "step 277" in message
+    assert f"invertible train --data x.npy --out {tmp_path} --resume" in message

@@ -6,6 +6,8 @@ import atexit
 import functools
 import json
 import os
+import shlex
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -57,6 +59,27 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues the interrupted ``invertible train`` of ``argv``."""
+    args = [a for a in argv if a not in ("--overwrite", "--resume")]
+    return shlex.join(["invertible", *args, "--resume"])
+
+
+def interrupted_message(command: str, out: Any) -> str:
+    """What Ctrl-C leaves: the saved state of a run and the exact command to resume it."""
+    state = Path(out) / "training" / "training_state.json" if out is not None else None
+    if command != "train" or state is None or not state.is_file():
+        return "interrupted: nothing more was saved"
+    try:
+        step = json.loads(state.read_text())["loop"]["step"]
+    except (OSError, ValueError, KeyError):
+        step = "?"
+    return (
+        f"interrupted: the training state at step {step} is saved in {Path(out) / 'training'}; "
+        f"continue with:\n  {resume_command(sys.argv[1:])}"
+    )
+
+
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
     """Print a warning as one ``warning: ...`` line on stderr (no file, line or source)."""
     typer.echo(f"warning: {message}", err=True)
@@ -73,6 +96,9 @@ def cli_errors(fn: F) -> F:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(interrupted_message(fn.__name__, kwargs.get("out")), err=True)
+            raise typer.Exit(130) from None
         except EXPECTED_ERRORS as e:
             message = str(e) or type(e).__name__
             if isinstance(e, KeyError) and message.startswith("'"):

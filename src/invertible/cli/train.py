@@ -46,8 +46,12 @@ def train(
         str,
         typer.Option(help="dataset name (see `invertible datasets`) or an [N, D] .npy/.csv file"),
     ] = "patches",
-    steps: Annotated[int | None, typer.Option(help="optimisation steps")] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the training set")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="optimisation steps (default: 2000, unless --epochs)")
+    ] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="passes over the training set (default: none, --steps)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="mini-batch size")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="L2 penalty")] = 0.0,
@@ -56,8 +60,12 @@ def train(
     patience: Annotated[
         int, typer.Option(help="evaluations without improvement before stopping (0: off)")
     ] = 10,
-    eval_every: Annotated[int | None, typer.Option(help="steps between evaluations")] = None,
-    max_time: Annotated[float | None, typer.Option(help="training time cap, seconds")] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="steps between evaluations (default: one epoch, 50 to 1000)")
+    ] = None,
+    max_time: Annotated[
+        float | None, typer.Option(help="training time cap, seconds (default: none)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of data, weights and batches")] = 0,
     size: Annotated[str, typer.Option(help="model size: tiny, small or default")] = "default",
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/run"),
@@ -79,7 +87,9 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="replace the run in OUT (its model and saved state)")
     ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ...")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cpu)")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     threads: Annotated[
         int | None,
@@ -125,8 +135,8 @@ def train(
     result, test = job.result, job.test
     typer.echo(
         f"trained {result.steps} steps in {result.train_time:.1f}s ({result.stopped}); "
-        f"best validation log-likelihood {_nats(result.best_val_log_prob)} at step "
-        f"{result.best_step}"
+        f"validation log-likelihood {_nats(result.final_val_log_prob)} (the saved weights, "
+        f"from step {result.best_step})"
     )
     typer.echo(f"test log-likelihood: {test}")
     if test.bits_per_dim is not None:

@@ -44,7 +44,7 @@ def distill_command(
     ] = "analytic-entropy",
     layers: Annotated[int, typer.Option(help="IAF layers of the student")] = 5,
     hidden: Annotated[
-        list[int] | None, typer.Option(help="hidden widths of each MADE (repeatable; default: 512 512)")
+        list[int] | None, typer.Option(help="MADE hidden widths (repeatable; default 512 512)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="student samples per step")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,

@@ -91,7 +91,7 @@ def test_sample_writes_npy(trained, tmp_path: Path) -> None:
 
 
 def test_datasets_lists_available_and_missing() -> None:
-    result = invoke("datasets")
+    result = invoke("datasets", "--verbose")
     assert result.exit_code == 0, result.output
     assert re.search(r"^moons\s+toy\s+available", result.output, re.M)
     assert "MISSING" in result.output and "put it at" in result.output

@@ -371,3 +371,17 @@ def test_ctrl_c_names_the_saved_state_and_the_resume_command(tmp_path: Path, mon
     message = interrupted_message("train", tmp_path)
     assert "step 277" in message
     assert f"invertible train --data x.npy --out {tmp_path} --resume" in message
+
+
+def test_datasets_is_short_unless_verbose() -> None:
+    short, verbose = invoke("datasets"), invoke("datasets", "--verbose")
+    assert short.exit_code == 0 and verbose.exit_code == 0
+    assert "put it at" not in short.output and "--verbose" in short.output
+    assert len(short.output.splitlines()) < len(verbose.output.splitlines())
+
+
+def test_help_shows_every_default() -> None:
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "250"}).output
+    for flag in ("--steps", "--eval-every", "--max-time", "--device"):
+        line = next(x for x in text.splitlines() if f" {flag} " in x)
+        assert "default" in line, line

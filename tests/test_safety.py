@@ -385,3 +385,18 @@ def test_help_shows_every_default() -> None:
     for flag in ("--steps", "--eval-every", "--max-time", "--device"):
         line = next(x for x in text.splitlines() if f" {flag} " in x)
         assert "default" in line, line
+
+
+def test_progress_follows_the_time_budget_and_shows_latest_and_best(capsys) -> None:
+    from invertible.training import Trainer
+    from invertible.training.config import TrainConfig
+
+    flow = inv.MAF(2, num_layers=2, hidden_features=(8,))
+    config = TrainConfig(steps=200_000, batch_size=64, eval_every=10, max_time=1.0)
+    trainer = Trainer(flow, _data(), config, progress=True)
+    assert trainer._bar().total == 100.0
+    result = trainer.run()
+    assert result.stopped == "max_time"
+    err = capsys.readouterr().err
+    assert "of the budget" in err and "(best " in err
+    assert "refreshing batch-norm statistics" in err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ def train_job(
     job = TrainJob(model, flow, dataset, result, None, out_dir, n_params)
     if not is_main:
         return job  # rank 0 evaluates, saves and reports
+    if progress:
+        print(f"{model}: evaluating the test split", file=sys.stderr)
     if test_rows is not None and len(dataset.test) > test_rows:
         job.test = evaluate_array(
             flow, dataset.test[:test_rows], what=f"dataset {dataset.name!r} (test)"

@@ -18,6 +18,7 @@ weight 1 brings the student to 208 (2.5% below the teacher). See the README.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +155,7 @@ def add_distillation(
     seconds_left: float,
     tiny: bool,
     seed: int,
+    progress: bool = False,
 ) -> Flow | None:
     """Distil ``teacher`` (the lecture's MAF) into an IAF student, add its row and the
     distillation section to ``report``, save it to ``out_dir/iaf-distilled/model`` and
@@ -190,8 +192,12 @@ def add_distillation(
     warmup = distill(teacher, student, steps=warmup_steps, **options)
     per_step = warmup.wall_time / warmup_steps
     train_seconds = seconds_left * (0.3 if tiny else 0.67)
-    result = distill(teacher, student, steps=_steps_for(train_seconds, per_step), **options)
+    steps = _steps_for(train_seconds, per_step)
+    result = distill(teacher, student, steps=steps, **{**options, "progress": progress})
     train_time = time.perf_counter() - started
+    if progress:
+        print("distillation: measuring the student (samples, speed, exact test likelihood)",
+              file=sys.stderr)  # fmt: skip
 
     test_rows = 300 if tiny else 2000
     markdown, figures = distillation_report(

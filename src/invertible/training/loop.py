@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -712,17 +713,56 @@ class Trainer:
                 return "max_time"
             rows = self._one_step(elapsed)
             self._interval = (self._interval[0], self._interval[1] + rows)
-            bar.update(1)
+            self._advance(bar, elapsed)
             if self.step % self.eval_every == 0 or self.step == self.total_steps:
                 stop = self._evaluate_now()
-                bar.set_postfix(
-                    loss=f"{self.history[-1].get('train_loss') or float('nan'):.3f}",
-                    val=f"{self.best_value:.3f}",
-                    sps=f"{self.history[-1].get('samples_per_s') or 0:.0f}",
-                )
+                bar.set_postfix(self._postfix())
                 if stop:
                     return "early_stopping"
         return "steps"
+
+    def _advance(self, bar: Any, elapsed: float) -> None:
+        """Move the bar: by one step, or with a time cap to the share of whichever budget
+        (steps or seconds) is nearer its end, so its total and ETA follow the real budget.
+        """
+        if not self.config.max_time:
+            bar.update(1)
+            return
+        done = max(self.step / max(1, self.total_steps), elapsed / self.config.max_time)
+        bar.update(max(0.0, min(100.0, round(100.0 * done, 2)) - bar.n))
+
+    def _postfix(self) -> dict[str, str]:
+        """The bar's figures: step, training loss, latest and best validation, speed."""
+        last = self.history[-1]
+        val = last.get("val_log_prob")
+        latest = f"{val:.3f}" if val is not None else "n/a"
+        return {
+            "step": str(self.step),
+            "loss": f"{last.get('train_loss') or float('nan'):.3f}",
+            "val": f"{latest} (best {self.best_value:.3f})",
+            "sps": f"{last.get('samples_per_s') or 0:.0f}",
+        }
+
+    def _bar(self) -> Any:
+        """The progress bar: steps, or percent of the budget under a time cap."""
+        timed = bool(self.config.max_time)
+        return tqdm(
+            total=100.0 if timed else self.total_steps,
+            initial=0 if timed else self.step,
+            disable=not (self.progress and self.is_main),
+            dynamic_ncols=True,
+            leave=False,
+            desc=self.desc,
+            unit="%" if timed else "it",
+            bar_format="{l_bar}{bar}| {n:.0f}% of the budget [{elapsed}<{remaining}{postfix}]"
+            if timed
+            else None,
+        )
+
+    def status(self, message: str) -> None:
+        """A one-line note of a long stage (with progress on, main process only)."""
+        if self.progress and self.is_main:
+            tqdm.write(f"{self.desc}: {message}", file=sys.stderr)
 
     def _evaluate_now(self) -> bool:
         """Evaluate at the current step, start a new interval; True to stop early."""
@@ -740,14 +780,7 @@ class Trainer:
         """
         self._start(resume)
         stop_at = self.total_steps if until is None else min(until, self.total_steps)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not (self.progress and self.is_main),
-            dynamic_ncols=True,
-            leave=False,
-            desc=self.desc,
-        )
+        bar = self._bar()
         self._clock = time.perf_counter() - self.train_time
         self._interval = (time.perf_counter(), 0)
         self._last_eval_step = self.history[-1]["step"] if self.history else -1
@@ -775,8 +808,11 @@ class Trainer:
             self.flow.load_state_dict(self.best_state)
         if self._refreshes_batchnorm():
             cap = self.config.refresh_bn_rows
+            self.status("refreshing batch-norm statistics from the training data")
             refresh_batchnorm(self.flow, self._refresh_rows(cap), max_rows=cap)
         self.flow.eval()
+        if self.has_validation:
+            self.status("final validation pass")
         final = self.evaluate()
         if self._logger is not None:
             self._logger.close()

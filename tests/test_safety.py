@@ -344,10 +344,11 @@ def test_other_commands_mistakes_are_one_clear_line(run: Path, tmp_path: Path) -
     assert_clean_error(invoke("sample", run / "model", "-n", 10**13, "--out",
                               tmp_path / "s.npy"), "GB")  # fmt: skip
     assert not (tmp_path / "s.npy").exists()
-    for hidden in ("-5", "10000000"):
+    for hidden, pattern in (("-5", "--hidden"), ("10000000", "--hidden"), ("200000", "memory")):
         result = invoke("distill", "--teacher", run / "model", "--out", tmp_path / "d",
-                        "--hidden", hidden, "--no-progress")  # fmt: skip
-        assert_clean_error(result, "--hidden")
+                        "--hidden", hidden, "--hidden", hidden, "--no-progress")  # fmt: skip
+        assert_clean_error(result, pattern)
+    assert not (tmp_path / "d").exists()
 
 
 def test_printed_validation_is_what_eval_reproduces(tmp_path: Path) -> None:

@@ -29,9 +29,18 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_write",
+    "physical_memory",
     "recover_directory",
     "user_mode",
 ]
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (``None`` where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def user_mode(directory: bool = False) -> int:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ from invertible.core import Flow
 from invertible.data import ImageData, TabularData, check_finite_splits, load_data
 from invertible.distillation import DistillResult, distill, make_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
-from invertible.files import atomic_write_text
+from invertible.files import atomic_write_text, physical_memory
 from invertible.presets import IAF
 from invertible.training import DivergedError, RunExistsError, TrainResult, fit
 from invertible.version import __version__
@@ -235,6 +236,19 @@ def checkpoint_dataset(
     return load_data(name, data_dir=data_dir, seed=seed, options=options)
 
 
+def check_student_size(features: int, layers: int, hidden: Sequence[int]) -> None:
+    """Refuse a student whose weights, gradients and Adam states would not fit in memory."""
+    widths = [features, *hidden, 2 * features]
+    params = layers * sum(a * b + b for a, b in itertools.pairwise(widths))
+    need, memory = 16 * params, physical_memory()  # float32 weights, gradients, two moments
+    if memory is not None and need > memory / 2:
+        raise ValueError(
+            f"a student of {layers} layers with hidden widths {list(hidden)} has about "
+            f"{params:.2g} parameters ({need / 1e9:.0f} GB to train), more than this machine's "
+            f"memory allows; choose smaller --hidden or --layers"
+        )
+
+
 def check_distill_out(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Refuse to replace a previous distillation run in ``out`` without ``overwrite``."""
     out_dir = Path(out)
@@ -295,6 +309,7 @@ def distill_job(
     teacher_flow = load(teacher, map_location=device)
     dataset, reload = checkpoint_dataset(teacher_flow, data, data_dir=data_dir, what=str(teacher))
     check_data_matches(teacher_flow, dataset.test[:1], f"dataset {dataset.name!r}")
+    check_student_size(teacher_flow.features, layers, hidden)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

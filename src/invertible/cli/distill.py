@@ -23,7 +23,7 @@ from invertible.reports.plots import kl_curve_figure
 __all__ = ["EPILOG", "distill_command"]
 
 #: The widest MADE hidden layer ``--hidden`` takes (wider ones do not fit in memory).
-MAX_WIDTH = 65536
+MAX_WIDTH = 1 << 20
 
 EPILOG = (
     "Example:\n\n  invertible distill --teacher runs/maf/model --data patches "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +13,7 @@ import typer
 from invertible.checkpoint import load
 from invertible.cli.common import CLIError, check_writable, refuse_existing
 from invertible.evaluation import sample_images, sample_to_npy
+from invertible.files import physical_memory
 from invertible.reports.plots import plot_image_grid
 
 __all__ = ["EPILOG", "sample"]
@@ -24,18 +24,10 @@ EPILOG = (
 )
 
 
-def _memory_bytes() -> int | None:
-    """Physical memory of this machine (``None`` where the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_sample_size(n: int, shape: tuple[int, ...], out: Path, *, itemsize: int) -> None:
     """Refuse up front a sample file larger than the memory or the free disk space."""
     need = n * math.prod(shape) * itemsize
-    memory = _memory_bytes()
+    memory = physical_memory()
     where = out.absolute().parent
     while not where.exists() and where.parent != where:
         where = where.parent

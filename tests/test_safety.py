@@ -401,3 +401,19 @@ def test_progress_follows_the_time_budget_and_shows_latest_and_best(capsys) -> N
     err = capsys.readouterr().err
     assert "of the budget" in err and "(best " in err
     assert "refreshing batch-norm statistics" in err
+
+
+def test_plots_of_a_short_run_warn_nothing_and_keep_curves_in_view(tmp_path: Path) -> None:
+    import warnings
+
+    from invertible.reports.plots import kl_curve_figure, plot_training_curves
+
+    history = [{"step": 10, "train_loss": 1.0, "val_log_prob": -1.0, "event": "eval"}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_training_curves({"maf": history}, tmp_path / "one.png")
+        plot_training_curves({"maf": [{"step": 5, "event": "eval"}]}, tmp_path / "none.png")
+        t = inv.Flow(inv.ActNorm(2), inv.StandardNormal(2))
+        s = inv.Flow(inv.ActNorm(2), inv.StandardNormal(2))
+        fig = kl_curve_figure([inv.distill(t, s, steps=0, progress=False)])
+    assert "running mean of 1 steps" in fig.axes[0].get_title()

@@ -103,7 +103,8 @@ def distill_command(
     result = job.result
     kl_curve_figure([result]).savefig(out / "distill_kl.png", dpi=120)
     typer.echo(f"distilled {steps} steps ({loss}) in {result.wall_time:.1f}s; final KL "
-               f"estimate {result.final('kl'):.4f} nats")  # fmt: skip
+               f"estimate {result.final('kl'):.3f} nats (mean of the last {min(steps, 50)} "
+               "steps, as in distill_kl.png)")  # fmt: skip
     typer.echo(f"student test log-likelihood: {job.test}")
     typer.echo(f"teacher test log-likelihood: {job.teacher_test}")
     typer.echo(f"saved {out / 'model'}")

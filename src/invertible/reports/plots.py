@@ -84,7 +84,7 @@ def plot_training_curves(
         tr = [(r["step"], -r["train_loss"]) for r in recs if r.get("train_loss") is not None]
         va = [(r["step"], r["val_log_prob"]) for r in recs if r.get("val_log_prob") is not None]
         if tr:
-            ax[0].plot(*zip(*tr), color=color, label=name)
+            ax[0].plot(*zip(*tr), color=color, label=name, marker=".")
         if va:
             ax[1].plot(*zip(*va), color=color, label=name, marker=".")
     ax[0].set_title("training log-likelihood (mean over interval)")
@@ -95,6 +95,8 @@ def plot_training_curves(
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
             a.legend()
+        else:
+            _empty(a, "no evaluation recorded")
     # robust y-limits: the first evaluations can be far below the rest
     for a, key in ((ax[1], "val_log_prob"),):
         vals = [
@@ -103,11 +105,19 @@ def plot_training_curves(
             for r in h
             if r.get(key) is not None and r.get("event", "eval") == "eval"
         ]
-        if len(vals) > 3:
-            lo, hi = np.percentile(vals, 10), max(vals)
+        if len(vals) > 10:
+            last = [
+                r[key] for h in histories.values() for r in h[-3:] if r.get(key) is not None
+            ]
+            lo, hi = min(np.percentile(vals, 10), *last), max(vals)  # the ends stay in view
             pad = 0.1 * (hi - lo) + 1e-6
             a.set_ylim(lo - pad, hi + pad)
     return _save(fig, path)
+
+
+def _empty(ax: Any, text: str) -> None:
+    """Say why a panel is empty instead of drawing blank axes."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
 @torch.no_grad()
@@ -318,7 +328,7 @@ def plot_samples(
     return None
 
 
-def kl_curve_figure(results: Sequence[Any], smooth: int = 25) -> Any:
+def kl_curve_figure(results: Sequence[Any], smooth: int = 50) -> Any:
     """A matplotlib figure of the KL estimate (running mean) and its parts per step, one
     curve per :class:`~invertible.distillation.DistillResult` of ``results``.
     """
@@ -333,11 +343,16 @@ def kl_curve_figure(results: Sequence[Any], smooth: int = 25) -> Any:
         axes[0].plot(steps.numpy(), running.numpy(), label=r.loss)
         axes[1].plot(r.history["cross_entropy"], lw=0.6, label=f"H(S,T) {r.loss}")
         axes[1].plot(r.history["entropy"], lw=0.6, ls="--", label=f"H(S) {r.loss}")
+    lengths = [len(r.history["kl"]) for r in results] or [0]
+    window = max(1, min(smooth, max(lengths)))  # the window final() averages too
     axes[0].set(xlabel="step", ylabel="KL(S‖T) estimate (nats)", yscale="symlog",
-                title=f"KL estimate (running mean of {smooth})")  # fmt: skip
+                title=f"KL estimate (running mean of {window} steps)")  # fmt: skip
     axes[1].set(xlabel="step", ylabel="nats", title="cross-entropy and entropy estimates")
     for ax in axes:
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            _empty(ax, "no steps recorded")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

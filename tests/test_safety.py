@@ -417,3 +417,13 @@ def test_plots_of_a_short_run_warn_nothing_and_keep_curves_in_view(tmp_path: Pat
         s = inv.Flow(inv.ActNorm(2), inv.StandardNormal(2))
         fig = kl_curve_figure([inv.distill(t, s, steps=0, progress=False)])
     assert "running mean of 1 steps" in fig.axes[0].get_title()
+
+
+def test_non_finite_log_densities_are_counted_not_hidden() -> None:
+    flow = inv.Flow(inv.Rescaling(2), inv.StandardNormal(2))
+    x = np.zeros((10, 2), "float32")
+    x[0] = 3e38  # its square overflows: log-density -inf
+    result = inv.evaluate(flow, SimpleNamespace(name="x", test=x))
+    assert result.nonfinite == 1 and result.log_prob == -np.inf
+    assert "1 of 10 points have log-density -inf or NaN" in str(result)
+    assert "nan" not in str(result)

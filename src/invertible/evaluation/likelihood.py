@@ -134,13 +134,18 @@ def log_likelihoods(flow: Flow, x: np.ndarray | Tensor, *, batch_size: int = 409
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _nan_to_minus_inf(values: np.ndarray) -> np.ndarray:
+    """NaN log-densities count as zero density (-inf); infinities stay as they are."""
+    return np.where(np.isnan(values), -np.inf, values)
+
+
 def _summary(values: np.ndarray) -> tuple[float, float]:
     """Mean and two standard errors (NaN for fewer than two points or any non-finite)."""
     n = values.size
     if n == 0:
         return float("nan"), float("nan")
     finite = bool(np.isfinite(values).all())
-    mean = float(values.mean()) if finite else float(np.nan_to_num(values, nan=-np.inf).mean())
+    mean = float(values.mean()) if finite else float(_nan_to_minus_inf(values).mean())
     two_se = float(2.0 * values.std(ddof=1) / math.sqrt(n)) if n > 1 and finite else math.nan
     return mean, two_se
 
@@ -149,7 +154,7 @@ def _spread(values: np.ndarray) -> dict[str, Any]:
     """Median, minimum and count of non-finite values: what a mean alone hides."""
     if values.size == 0:
         return {}
-    clean = np.nan_to_num(values, nan=-np.inf)
+    clean = _nan_to_minus_inf(values)
     return {
         "median": float(np.median(clean)),
         "minimum": float(clean.min()),

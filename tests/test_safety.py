@@ -393,7 +393,7 @@ def test_progress_follows_the_time_budget_and_shows_latest_and_best(capsys) -> N
     from invertible.training.config import TrainConfig
 
     flow = inv.MAF(2, num_layers=2, hidden_features=(8,))
-    config = TrainConfig(steps=200_000, batch_size=64, eval_every=10, max_time=1.0)
+    config = TrainConfig(steps=200_000, batch_size=64, eval_every=10, max_time=1.0, patience=None)
     trainer = Trainer(flow, _data(), config, progress=True)
     assert trainer._bar().total == 100.0
     result = trainer.run()

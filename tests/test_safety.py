@@ -427,3 +427,11 @@ def test_non_finite_log_densities_are_counted_not_hidden() -> None:
     assert result.nonfinite == 1 and result.log_prob == -np.inf
     assert "1 of 10 points have log-density -inf or NaN" in str(result)
     assert "nan" not in str(result)
+
+
+def test_cli_unstable_training_ends_with_a_warning_line(tmp_path: Path) -> None:
+    result = invoke("train", "--model", "nice", "--data", "moons", "--steps", 100, "--lr", 10,
+                    "--eval-every", 50, "--out", tmp_path / "r", *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    warnings = [x for x in result.output.splitlines() if x.startswith("warning:")]
+    assert warnings and re.search(r"unstable|skipped", " ".join(warnings)), result.output

@@ -95,6 +95,7 @@ def cli_errors(fn: F) -> F:
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
+                warnings.filterwarnings("default", category=UserWarning)  # each run's own
                 return fn(*args, **kwargs)
         except KeyboardInterrupt:
             typer.echo(interrupted_message(fn.__name__, kwargs.get("out")), err=True)

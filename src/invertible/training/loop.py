@@ -736,12 +736,15 @@ class Trainer:
         last = self.history[-1]
         val = last.get("val_log_prob")
         latest = f"{val:.3f}" if val is not None else "n/a"
-        return {
+        figures = {
             "step": str(self.step),
             "loss": f"{last.get('train_loss') or float('nan'):.3f}",
             "val": f"{latest} (best {self.best_value:.3f})",
             "sps": f"{last.get('samples_per_s') or 0:.0f}",
         }
+        if not self.has_validation:
+            del figures["val"]
+        return figures
 
     def _bar(self) -> Any:
         """The progress bar: steps, or percent of the budget under a time cap."""

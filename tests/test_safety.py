@@ -435,3 +435,29 @@ def test_cli_unstable_training_ends_with_a_warning_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     warnings = [x for x in result.output.splitlines() if x.startswith("warning:")]
     assert warnings and re.search(r"unstable|skipped", " ".join(warnings)), result.output
+
+
+def test_ctrl_c_during_train_prints_the_resume_command(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "invertible", "train", "--model", "maf", "--data", "moons",
+           "--steps", "100000", "--eval-every", "20", "--out", str(out), *TINY]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "training" / "config.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: the training state at step" in err and "Traceback" not in err, err
+    assert "--resume" in err.splitlines()[-1] and "--steps 100000" in err.splitlines()[-1], err

@@ -461,3 +461,15 @@ def test_ctrl_c_during_train_prints_the_resume_command(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted: the training state at step" in err and "Traceback" not in err, err
     assert "--resume" in err.splitlines()[-1] and "--steps 100000" in err.splitlines()[-1], err
+
+
+def test_kl_figure_uses_a_log_axis_only_over_decades() -> None:
+    from invertible.distillation import DistillResult
+    from invertible.reports.plots import kl_curve_figure
+
+    def result(kl: list[float]) -> DistillResult:
+        keys = ("kl", "cross_entropy", "entropy")
+        return DistillResult(None, "mc", {k: list(kl) for k in keys}, 0.0)
+
+    assert kl_curve_figure([result([3.0, 2.5, 2.0])]).axes[0].get_yscale() == "linear"
+    assert kl_curve_figure([result([500.0, 50.0, 2.0])]).axes[0].get_yscale() == "symlog"

@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import torch
 
@@ -345,8 +346,14 @@ def kl_curve_figure(results: Sequence[Any], smooth: int = 50) -> Any:
         axes[1].plot(r.history["entropy"], lw=0.6, ls="--", label=f"H(S) {r.loss}")
     lengths = [len(r.history["kl"]) for r in results] or [0]
     window = max(1, min(smooth, max(lengths)))  # the window final() averages too
-    axes[0].set(xlabel="step", ylabel="KL(S‖T) estimate (nats)", yscale="symlog",
+    values = np.abs([v for r in results for v in r.history["kl"] if np.isfinite(v)])
+    wide = values.size > 0 and values.max() > 10 * max(1.0, float(np.percentile(values, 5)))
+    axes[0].set(xlabel="step", ylabel="KL(S‖T) estimate (nats)",
+                yscale="symlog" if wide else "linear",  # log only over several decades
                 title=f"KL estimate (running mean of {window} steps)")  # fmt: skip
+    if wide:
+        axes[0].yaxis.set_minor_locator(mticker.SymmetricalLogLocator(
+            base=10, linthresh=1, subs=np.arange(2, 10)))  # fmt: skip
     axes[1].set(xlabel="step", ylabel="nats", title="cross-entropy and entropy estimates")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:

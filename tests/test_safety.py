@@ -74,8 +74,11 @@ def test_sample_never_replaces_a_user_file(run: Path, tmp_path: Path) -> None:
     assert np.load(mine).shape == (5, 2)
     notes = tmp_path / "notes.txt"
     notes.write_text("keep me")
-    assert_clean_error(invoke("sample", run / "model", "-n", 5, "--out", notes), r"\.npy")
+    assert_clean_error(invoke("sample", run / "model", "-n", 5, "--out", notes), "already exists")
     assert notes.read_text() == "keep me"
+    other = tmp_path / "other.txt"
+    assert_clean_error(invoke("sample", run / "model", "-n", 5, "--out", other), r"\.npy file")
+    assert not other.exists()
 
 
 def test_output_files_get_the_users_permissions(run: Path, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ from torch import Tensor
 import invertible.presets  # noqa: F401  (fills Flow.registry, which load() reads)
 from invertible.core import Flow
 from invertible.files import atomic_directory as _atomic_directory
-from invertible.files import fsync_write
+from invertible.files import fsync_write, recover_directory
 from invertible.tensors import dtype_device
 from invertible.version import __version__
 
@@ -83,6 +83,7 @@ __all__ = [
     "load_training_state",
     "load_weights",
     "read_metadata",
+    "recover_checkpoint",
     "save",
     "save_tensors",
 ]
@@ -335,6 +336,14 @@ def save(
             save_tensors(tmp / "training_state.safetensors", training_state[0])
             _write_json(tmp / "training_state.json", _json_safe(training_state[1]))
         _write_json(tmp / CONFIG_FILE, meta)
+
+
+def recover_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Finish an interrupted save of the checkpoint ``path``: restore the previous version
+    that a process killed between the swap's two renames left as ``.NAME.previous-*``, and
+    remove leftovers (:func:`invertible.files.recover_directory`). True if it restored one.
+    """
+    return recover_directory(path)
 
 
 def _not_found(path: Path) -> CheckpointNotFoundError:

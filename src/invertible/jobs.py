@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from invertible import files
 from invertible.catalog import build_model, initialize_from_data, model_spec
 from invertible.checkpoint import data_metadata, load, save
 from invertible.core import Flow
 from invertible.data import ImageData, TabularData, check_finite_splits, load_data
 from invertible.distillation import DistillResult, distill, make_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
-from invertible.files import atomic_write_text, physical_memory
+from invertible.files import atomic_write_text
 from invertible.presets import IAF
 from invertible.training import DivergedError, RunExistsError, TrainResult, fit
 from invertible.version import __version__
@@ -165,11 +166,11 @@ def train_job(
         flow, dataset, out_dir=out_dir, progress=progress, resume=resume, data_meta=meta,
         seed=seed, save_model=False, **train_options,
     )  # fmt: skip
+    if progress and is_main:
+        print(f"{model}: evaluating the test split", file=sys.stderr)
     job = TrainJob(model, flow, dataset, result, None, out_dir, n_params)
     if not is_main:
         return job  # rank 0 evaluates, saves and reports
-    if progress:
-        print(f"{model}: evaluating the test split", file=sys.stderr)
     if test_rows is not None and len(dataset.test) > test_rows:
         job.test = evaluate_array(
             flow, dataset.test[:test_rows], what=f"dataset {dataset.name!r} (test)"
@@ -240,7 +241,7 @@ def check_student_size(features: int, layers: int, hidden: Sequence[int]) -> Non
     """Refuse a student whose weights, gradients and Adam states would not fit in memory."""
     widths = [features, *hidden, 2 * features]
     params = layers * sum(a * b + b for a, b in itertools.pairwise(widths))
-    need, memory = 16 * params, physical_memory()  # float32 weights, gradients, two moments
+    need, memory = 16 * params, files.physical_memory()  # float32 weights, gradients, two moments
     if memory is not None and need > memory / 2:
         raise ValueError(
             f"a student of {layers} layers with hidden widths {list(hidden)} has about "

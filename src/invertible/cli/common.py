@@ -21,8 +21,8 @@ import typer
 from invertible.catalog import ModelUnavailableError, UnknownModelNameError
 from invertible.checkpoint import CheckpointError
 from invertible.data import DatasetFormatError, DatasetNotFoundError
-from invertible.training import existing_run
 from invertible.training.ddp import DistributedContext, env_world_size, init_distributed
+from invertible.training.fit import existing_run
 
 __all__ = [
     "CLIError",

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from invertible.checkpoint import load
-from invertible.cli.common import CLIError, check_device, check_positive, parse_options
+from invertible.cli import common
+from invertible.cli.common import CLIError, parse_options
 from invertible.evaluation import check_data_matches, evaluate
 from invertible.jobs import checkpoint_dataset
 
@@ -45,8 +46,8 @@ def eval_(
     """Evaluate a checkpoint: mean log-likelihood ± 2 standard errors (nats)."""
     if split not in ("test", "val", "train"):
         raise CLIError(f"unknown split {split!r}; use test, val or train")
-    check_positive(chunk_size=batch_size)
-    flow = load(checkpoint, map_location=check_device(device))
+    common.check_positive(chunk_size=batch_size)
+    flow = load(checkpoint, map_location=common.check_device(device))
     dataset, _ = checkpoint_dataset(
         flow, data, data_dir=data_dir, option=parse_options(option), what=str(checkpoint)
     )

@@ -10,10 +10,11 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from invertible import files
 from invertible.checkpoint import load
-from invertible.cli.common import CLIError, check_writable, refuse_existing
+from invertible.cli import common
+from invertible.cli.common import CLIError, check_writable
 from invertible.evaluation import sample_images, sample_to_npy
-from invertible.files import physical_memory
 from invertible.reports.plots import plot_image_grid
 
 __all__ = ["EPILOG", "sample"]
@@ -24,19 +25,32 @@ EPILOG = (
 )
 
 
-def check_sample_size(n: int, shape: tuple[int, ...], out: Path, *, itemsize: int) -> None:
-    """Refuse up front a sample file larger than the memory or the free disk space."""
+def check_npy_out(
+    out: Path,
+    n: int,
+    shape: tuple[int, ...],
+    *,
+    itemsize: int,
+    png: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Check ``out`` names a ``.npy`` file (and its ``.png`` grid) that may be written, and
+    that ``n`` samples fit in memory and on the disk, before any sample is drawn.
+    """
+    if out.suffix != ".npy":
+        raise CLIError(f"--out must name a .npy file, got {out}")
+    if png:
+        common.refuse_existing(out.with_suffix(".png"), overwrite=overwrite)
     need = n * math.prod(shape) * itemsize
-    memory = physical_memory()
     where = out.absolute().parent
     while not where.exists() and where.parent != where:
         where = where.parent
-    free = shutil.disk_usage(where).free
-    for what, have in (("memory", memory), ("free disk space", free)):
-        if have is not None and need > have:
+    have = {"memory": files.physical_memory(), "free disk space": shutil.disk_usage(where).free}
+    for what, size in have.items():
+        if size is not None and need > size:
             raise CLIError(
                 f"-n {n} samples of shape {list(shape)} need {need / 1e9:.1f} GB, more than "
-                f"the {have / 1e9:.1f} GB of {what}; draw fewer (several files if needed)"
+                f"the {size / 1e9:.1f} GB of {what}; draw fewer (several files if needed)"
             )
 
 
@@ -73,16 +87,12 @@ def sample(
         raise CLIError(f"--temperature must be positive, got {temperature}")
     if batch_size < 1:
         raise CLIError(f"--chunk-size must be >= 1, got {batch_size}")
-    if out.suffix != ".npy":
-        raise CLIError(f"--out must name a .npy file, got {out}")
-    refuse_existing(out, overwrite=overwrite)
+    common.refuse_existing(out, overwrite=overwrite)
     check_writable(out.parent)
     flow = load(checkpoint)
-    image = len(flow.event_shape) == 3 and "levels" in flow.config
-    check_sample_size(n, flow.event_shape, out, itemsize=1 if image else 4)
-    if image:
-        refuse_existing(out.with_suffix(".png"), overwrite=overwrite)
+    if len(flow.event_shape) == 3 and "levels" in flow.config:
         levels = int(flow.config["levels"])
+        check_npy_out(out, n, flow.event_shape, itemsize=1, png=True, overwrite=overwrite)
         pixels = sample_images(
             flow,
             n,
@@ -110,5 +120,6 @@ def sample(
         def transform(x: np.ndarray) -> np.ndarray:
             return x * std + mean
 
+    check_npy_out(out, n, flow.event_shape, itemsize=4)
     samples = sample_to_npy(flow, n, out, seed=seed, batch_size=batch_size, transform=transform)
     typer.echo(f"wrote {samples.shape[0]} samples of shape {list(samples.shape[1:])} to {out}")

@@ -183,4 +183,5 @@ def check_finite_splits(data: TabularData | ImageData) -> None:
                 f"dataset {data.name!r} ({split}): {rows.size} row(s) contain NaN or inf "
                 f"(first: row {int(rows[0])}); remove or impute them"
             )
-        _check_magnitude(np.asarray(getattr(data, split)), f"dataset {data.name!r} ({split})")
+        if isinstance(getattr(data, split), np.ndarray):  # not the waveform lists of speech
+            _check_magnitude(getattr(data, split), f"dataset {data.name!r} ({split})")

@@ -66,12 +66,12 @@ from invertible.checkpoint import (
     load_training_state,
     load_weights,
     read_metadata,
+    recover_checkpoint,
     save,
 )
 from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval, dequantize_step
-from invertible.files import recover_directory
 from invertible.tensors import as_tensor, dtype_device, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
@@ -661,7 +661,7 @@ class Trainer:
             if path is None:
                 raise ValueError("resume=True needs out_dir (where the training state is)")
             if self.is_main:
-                recover_directory(path)  # a swap killed between its renames
+                recover_checkpoint(path)  # a save killed between its two renames
             if (path / "config.json").is_file():
                 self.load_state(path)
             elif self.is_main:

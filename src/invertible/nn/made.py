@@ -229,9 +229,11 @@ class MADE(nn.Module):
 
     def _refresh(self) -> None:
         self._plans: dict[tuple[int, int, int], BlockPlan] = {}
+        self._mask_arrays = []
         if self.orderings.device.type == "meta":
             return
         self._mask = int(self.mask_index)
+        self._mask_arrays = [mask.cpu().numpy() for mask in self._masks]
         self._orders: list[list[int]] = self.orderings.tolist()
         self._bounds: list[list[list[int]]] = []  # [mask][layer]: units of degree d: [d]:[d+1]
         D = self.features
@@ -264,7 +266,7 @@ class MADE(nn.Module):
         key = (index, self._mask, groups)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = BlockPlan(self._masks[index][self._mask], groups)
+            plan = self._plans[key] = BlockPlan(self._mask_arrays[index][self._mask], groups)
         return None if plan.covered > DENSE_ABOVE else plan
 
     def _linear(self, index: int, h: Tensor) -> Tensor:

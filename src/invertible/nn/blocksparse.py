@@ -69,7 +69,8 @@ def block_plan(mask: Tensor, groups: int) -> list[Block]:
 
 def _as_array(mask: Tensor | np.ndarray) -> np.ndarray:
     """The mask as a NumPy array: plans are integer structure, computed outside any graph
-    (reading a tensor's values under ``torch.export`` would be a data-dependent guard)."""
+    (reading a tensor's values under ``torch.export`` would be a data-dependent guard).
+    """
     if isinstance(mask, Tensor):
         return mask.detach().cpu().numpy()
     return np.asarray(mask)
@@ -164,7 +165,8 @@ class _BlockSparseLinear(torch.autograd.Function):
 def _plain_backward(grad: Tensor) -> bool:
     """Whether the backward may write its results in place with ``out=`` products: not
     when it is itself differentiated (``create_graph``) or run under a ``torch.func``
-    transform (there is no public test for those; torch's own Function code uses this)."""
+    transform (there is no public test for those; torch's own Function code uses this).
+    """
     transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return (
         not torch.is_grad_enabled()

@@ -203,7 +203,7 @@ def save_image_grid(
         >>> out.suffix
         '.png'
     """
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415 (heavy; only this writer needs it)
 
     array = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     if array.ndim != 4 or array.shape[1] not in (1, 3):

@@ -170,6 +170,9 @@ MODELS: dict[str, ModelSpec] = {
         "WaveNet teacher (MAF mode) for speech waveforms, AR(32) shortcut",
         lambda d, s: {
             "length": d,
+            # speech residuals are heavy-tailed (Laplace AR(32) beats Gaussian AR(32) by
+            # about 0.35 nats/sample on `speech`): logistic conditionals start closer
+            "base": "logistic",
             "linear_order": 32,
             **(
                 {"residual_channels": 8, "skip_channels": 8, "dilations": [1, 2, 4]}

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from invertible.presets.wavenet import LinearPredictionAR
+from invertible.presets.wavenet import LinearPredictionAR, linear_prediction_least_squares
 
 __all__ = [
     "BASELINES",
@@ -374,10 +374,13 @@ def fit_baselines(
         ``{name: LinearPredictionAR}``, fitted, in eval mode.
     """
     rows = [torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in train]
+    fits: dict[int, dict[str, Any]] = {}  # one least-squares fit per order, shared
     out = {}
     for name, (order, base) in (baselines or BASELINES).items():
+        if order not in fits:
+            fits[order] = linear_prediction_least_squares(rows, order)
         model = LinearPredictionAR(order, base=base).double()
-        out[name] = model.fit_least_squares(rows).eval()
+        out[name] = model.fit_least_squares(None, fits[order]).eval()
     return out
 
 

@@ -449,8 +449,9 @@ class WaveNetIAF(SequenceFlow):
 class LinearPredictionAR(SequenceFlow):
     r"""The classical linear-prediction baseline AR(p) as a flow.
 
-    x_t = Σ_{k=1}^p a_k x_{t−k} + c + σ·u_t (p = 0: the i.i.d. model), u_t ~ N(0, 1) (``base="normal"``) or Laplace
-    (``base="laplace"``, σ = the Laplace scale b), with x_{<0} = 0: a causal linear
+    x_t = Σ_{k=1}^p a_k x_{t−k} + c + σ·u_t, u_t ~ N(0, 1) (``base="normal"``) or Laplace
+    (``base="laplace"``, σ = the Laplace scale b), with x_{<0} = 0 (p = 0: the i.i.d.
+    model, mean c): a causal linear
     convolution and a learned scale, i.e. a :class:`~invertible.WaveNetAutoregressive`
     in MAF mode without residual layers. ``log_prob`` is one parallel pass (the same code
     that evaluates the teacher); ``sample`` is sequential. :meth:`fit_least_squares` sets
@@ -492,17 +493,22 @@ class LinearPredictionAR(SequenceFlow):
         """log σ of the residual law."""
         return self.transform.net.out_bias[1]  # type: ignore[index]
 
-    def fit_least_squares(self, utterances: Tensor | Iterable[Tensor]) -> LinearPredictionAR:
+    def fit_least_squares(
+        self, utterances: Tensor | Iterable[Tensor] | None, fit: dict[str, Any] | None = None
+    ) -> LinearPredictionAR:
         """Fit (a, c) by least squares on ``utterances`` and σ by maximum likelihood.
 
         Args:
             utterances: a ``[N, T]`` tensor or an iterable of 1-D waveforms (any lengths).
+            fit: a :func:`linear_prediction_least_squares` result of this order to use
+                instead (models of one order share one fit; ``utterances`` is then unused).
 
         Returns:
             ``self``, fitted.
         """
         laplace = isinstance(self.base.element, StandardLaplace)  # type: ignore[union-attr]
-        fit = linear_prediction_least_squares(utterances, self.config["order"])
+        if fit is None:
+            fit = linear_prediction_least_squares(utterances, self.config["order"])  # type: ignore[arg-type]
         scale = fit["mean_abs_residual"] if laplace else math.sqrt(fit["mean_square_residual"])
         net = self.transform.net  # type: ignore[union-attr]
         if self.config["order"]:

@@ -133,3 +133,14 @@ def test_fit_sequence_flow_on_speech_crops() -> None:
     assert result.steps == 30 and np.isfinite(result.best_val_log_prob)
     assert result.best_val_log_prob > start  # the validation likelihood went up
     assert all(np.isfinite(r["train_loss"]) for r in result.history if r.get("train_loss"))
+
+
+def test_sequence_flow_accepts_stored_rows_of_another_length() -> None:
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    rows = (rng.normal(size=(16, 40)) * 0.1).astype("float32")
+    data = SimpleNamespace(train=rows, val=rows[:4])
+    flow = inv.WaveNetMAF(residual_channels=4, skip_channels=4, dilations=[1], length=99)
+    result = inv.fit(flow, data, steps=4, batch_size=8, eval_every=2, progress=False)
+    assert result.steps == 4 and np.isfinite(result.best_val_log_prob)

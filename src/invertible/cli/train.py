@@ -16,6 +16,7 @@ from invertible.cli.common import (
     parse_options,
     set_threads,
 )
+from invertible.evaluation.audio import SpeechEvalResult
 from invertible.jobs import train_job
 from invertible.reports.plots import plot_run
 
@@ -26,14 +27,17 @@ EPILOG = (
     "  invertible train --model maf --data patches --steps 5000 --out runs/maf\n\n"
     "  invertible train --model realnvp --data moons --epochs 20 --size small\n\n"
     "  invertible train --model nice --data my_data.npy --max-time 60 --out runs/nice\n\n"
-    "  invertible train --model maf --data patches --out runs/maf --resume --steps 10000"
+    "  invertible train --model maf --data patches --out runs/maf --resume --steps 10000\n\n"
+    "  invertible train --model wavenet --data speech --size small --out runs/wavenet"
 )
 
 
 def train(
     model: Annotated[
         str,
-        typer.Option(help="nice, realnvp, maf, maf-mog, iaf, gaussian-ar, made-mog, realnvp-image"),
+        typer.Option(
+            help="nice, realnvp, maf, maf-mog, iaf, gaussian-ar, made-mog, realnvp-image, wavenet"
+        ),
     ] = "maf",
     data: Annotated[
         str,
@@ -115,6 +119,10 @@ def train(
         f"trained {result.steps} steps in {result.train_time:.1f}s ({result.stopped}); "
         f"best validation log-likelihood {result.best_val_log_prob} at step {result.best_step}"
     )
+    if isinstance(test, SpeechEvalResult):  # waveforms: nats and bits per sample, baselines
+        typer.echo("\n".join(test.lines()))
+        typer.echo(f"saved {out / 'model'}")
+        return
     typer.echo(f"test log-likelihood: {test}")
     if test.bits_per_dim is not None:
         typer.echo(f"test bits/dim: {test.bits_per_dim:.4f}")

@@ -416,6 +416,33 @@ class SpeechData:
             out.append(((n + u) / 32768.0).astype(np.float32))
         return out
 
+    def val_batches(
+        self, max_crops: int = 16, crop: int | None = None, batch_size: int = 8, seed: int = 0
+    ) -> list[np.ndarray]:
+        """Fixed validation crops: the same samples and noise at every call (early stopping).
+
+        Non-overlapping crops of :attr:`crop` samples are taken from the validation
+        utterances in turn (the first crop of each, then the second, ...; ``max_crops`` in
+        all), from the fixed-noise waveforms
+        of :meth:`eval_utterances`; an utterance shorter than a crop gives none, and when no
+        crop fits the whole utterances are returned one per batch.
+
+        Returns:
+            ``float32`` batches ``[<= batch_size, crop]`` (or ``[1, T]`` whole utterances).
+        """
+        crop = int(crop or self.crop)
+        utterances = self.eval_utterances("val", seed)
+        per_utterance = [
+            [x[start : start + crop] for start in range(0, x.size - crop + 1, crop)]
+            for x in utterances
+        ]
+        # round-robin over utterances, so a few crops already cover several speakers
+        depth = max((len(c) for c in per_utterance), default=0)
+        crops = [c[k] for k in range(depth) for c in per_utterance if k < len(c)][:max_crops]
+        if not crops:
+            return [x[None] for x in utterances]
+        return [np.stack(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+
     def _flat_train(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._flat is None:  # one buffer, so a batch is a single vectorised gather
             lengths = np.array([c.size for c in self.train], np.int64)

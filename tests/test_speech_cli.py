@@ -76,9 +76,7 @@ def test_sample_writes_a_wav_and_refuses_to_overwrite(
     assert runner.invoke(app, [*args, "--overwrite", "--seed", "1"]).exit_code == 0
 
 
-def test_missing_audio_extra_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_audio_extra_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # makes the import fail
     args = ["train", "--model", "wavenet", "--data", "speech", "--size", "tiny", "--steps", "1",
             "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path),

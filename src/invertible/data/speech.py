@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ def espeak_paths() -> tuple[str, str]:
         AudioExtraMissingError: espeakng-loader is not installed (one line naming the fix).
     """
     try:
-        import espeakng_loader
+        import espeakng_loader  # noqa: PLC0415 (optional: the audio extra)
     except ImportError:
         raise AudioExtraMissingError(
             f"the speech dataset needs eSpeak NG from the audio extra: {AUDIO_EXTRA_HINT}"
@@ -190,7 +191,7 @@ def espeak_paths() -> tuple[str, str]:
 
 def _resample_poly() -> Any:
     try:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # noqa: PLC0415 (optional: the audio extra)
     except ImportError:
         raise AudioExtraMissingError(
             f"resampling audio needs scipy from the audio extra: {AUDIO_EXTRA_HINT}"
@@ -690,8 +691,6 @@ def load_speech(
         try:
             _write_cache(npz, manifest_path, audio, manifest)
         except OSError as e:  # a read-only cache costs a rebuild next time, nothing more
-            import warnings
-
             warnings.warn(f"could not cache the speech build at {npz}: {e}", stacklevel=2)
     else:
         audio, manifest = cached

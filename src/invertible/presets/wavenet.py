@@ -74,9 +74,11 @@ class IIDSequence(nn.Module):
         self.hop_length = hop_length
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each sequence ``[batch, T]`` (i.i.d. elements), shape ``[batch]``."""
         return self.element.log_prob(z.reshape(-1, 1)).view(z.shape).sum(dim=1)
 
     def rsample(self, n: int, context: Tensor | None = None, length: int | None = None) -> Tensor:
+        """``n`` i.i.d. sequences ``[n, length]`` (default: the context's or ``T``)."""
         if length is None:
             frames = context.shape[-1] if context is not None and self.hop_length else 0
             length = frames * self.hop_length or self.event_shape[0]
@@ -91,6 +93,7 @@ class IIDSequence(nn.Module):
         return self.entropy_rate() * (self.event_shape[0] if length is None else length)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"length={self.event_shape[0]}, hop_length={self.hop_length}"
 
 
@@ -490,7 +493,7 @@ class LinearPredictionAR(SequenceFlow):
 
     @property
     def log_scale(self) -> Tensor:
-        """log σ of the residual law."""
+        """Log σ of the residual law."""
         return self.transform.net.out_bias[1]  # type: ignore[index]
 
     def fit_least_squares(

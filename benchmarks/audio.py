@@ -18,12 +18,23 @@ Public API only. Run on demand (not a unit test)::
     python -m benchmarks.audio [--threads 2] [--quick] [--out benchmarks/results/audio]
 
 Writes ``speed.json`` to ``--out``. Single run; on a shared machine the figures are noisy.
+
+``--part teacher`` trains the catalogue's ``wavenet`` (``--size small``: its linear
+prediction shortcut fitted by least squares, so it starts at the logistic AR(32)
+likelihood) on ``speech`` crops for ``--budget-minutes`` (``--resume`` continues the state
+in ``--run-dir``), evaluates it and the baselines (Gaussian AR(32), Laplace AR(32),
+i.i.d. Gaussian, fitted on train by least squares as flows) on whole test utterances,
+writes one-second WAVs and spectrograms of real, baseline and teacher audio, times the
+samplers of that teacher and writes ``results.json``::
+
+    python -m benchmarks.audio --part teacher --threads 2 --budget-minutes 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -31,6 +42,11 @@ from pathlib import Path
 import torch
 
 import invertible as inv
+from invertible.catalog import build_model, initialize_from_data
+from invertible.data import load_dataset
+from invertible.data.speech import write_wav
+from invertible.evaluation.audio import evaluate_speech, fit_baselines
+from invertible.reports.plots import save_spectrogram_png
 
 SAMPLE_RATE = 16_000
 
@@ -136,6 +152,123 @@ def run(sample_length: int, naive_length: int, batches: tuple[int, ...]) -> dict
     return result
 
 
+# --------------------------------------------------------------------------- teacher vs AR
+
+
+def _machine() -> dict:
+    return {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "note": "single run; the machine may be shared",
+    }
+
+
+def _train_teacher(data, args) -> tuple[inv.Flow, inv.TrainResult, float]:
+    """The catalogue's wavenet at ``--size``, LP shortcut by least squares, fitted for the
+    budget (resumable from ``--run-dir``)."""
+    teacher = build_model("wavenet", args.crop, size=args.size, seed=0)
+    start = time.perf_counter()
+    initialize_from_data(teacher, data.eval_utterances("train"))
+    init_seconds = time.perf_counter() - start
+    result = inv.fit(
+        teacher, data, max_time=args.budget_minutes * 60, steps=args.max_steps,
+        batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, patience=10,
+        out_dir=args.run_dir, resume=args.resume, progress=False, seed=0, save_model=False,
+    )  # fmt: skip
+    return teacher, result, init_seconds
+
+
+def _samples(teacher, baselines, data, out: Path, seconds: float) -> dict:
+    """One-second WAVs and spectrograms of real, baseline and teacher audio (seed 0)."""
+    length = int(seconds * SAMPLE_RATE)
+    clips = {"real": data.test[0][:length].astype("float64") / 32768.0}
+    timings = {}
+    for name, flow in {"teacher": teacher, **baselines}.items():
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        clips[name] = flow.sample(1, length=length)[0]
+        timings[name] = time.perf_counter() - start
+    files = {}
+    for name, x in clips.items():
+        x = x.detach().numpy() if isinstance(x, torch.Tensor) else x
+        write_wav(out / f"{name}.wav", x)
+        save_spectrogram_png(x, out / f"{name}.png", title=f"{name} ({seconds:g} s)")
+        rms = float((x**2).mean() ** 0.5)
+        files[name] = {"wav": f"{name}.wav", "png": f"{name}.png", "rms": rms}
+    return {"files": files, "sampling_seconds": timings}
+
+
+def _sampler_speeds(teacher, naive_length: int) -> list[dict]:
+    rows = []
+    for batch in (1, 16):
+        rows.append(_sampling(teacher, "incremental", batch, SAMPLE_RATE))
+        rows.append(_sampling(teacher, "naive", batch, naive_length))
+        rows.append(_naive_steady_state(teacher, batch))
+    return rows
+
+
+def run_teacher(args) -> dict:
+    """Train, evaluate against the baselines, sample, time the samplers; the results."""
+    data = load_dataset("speech", data_dir=args.data_dir, crop=args.crop)
+    baselines = fit_baselines(data.eval_utterances("train"))
+    teacher, result, init_seconds = _train_teacher(data, args)
+    report = evaluate_speech(teacher, data, baselines=baselines)
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return {
+        "machine": _machine(),
+        "data": {"name": data.name, "seconds": {k: data.seconds(k) for k in data.splits}},
+        "teacher": {
+            "model": f"catalogue wavenet, size {args.size}", "config": teacher.config,
+            "receptive_field": teacher.receptive_field,
+            "parameters": sum(p.numel() for p in teacher.parameters()),
+        },
+        "training": {
+            "budget_minutes": args.budget_minutes, "steps": result.steps,
+            "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr,
+            "train_time_s": result.train_time, "stopped": result.stopped,
+            "best_step": result.best_step, "best_val_log_prob": result.best_val_log_prob,
+            "least_squares_init_s": init_seconds, "resumed": bool(args.resume),
+        },
+        "evaluation": report.to_dict(),
+        "samples": _samples(teacher, baselines, data, args.out, 1.0),
+        "sampling": _sampler_speeds(teacher.eval(), args.naive_length),
+    }  # fmt: skip
+
+
+def markdown(payload: dict) -> str:
+    """The teacher-vs-baselines table of ``results.json`` (for ``docs/benchmarks.md``)."""
+    ev, tr, te = payload["evaluation"], payload["training"], payload["teacher"]
+    lines = [
+        "# Audio: WaveNet teacher against linear prediction on `speech`",
+        "",
+        f"Teacher: {te['model']}, {te['parameters']:,} parameters, receptive field "
+        f"{te['receptive_field']}; trained {tr['steps']} steps ({tr['train_time_s'] / 60:.1f} "
+        f"min of a {tr['budget_minutes']:g} min budget, batch {tr['batch_size']} × "
+        f"{tr['crop']} samples) on {payload['machine']['threads']} threads. Test split: "
+        f"whole utterances from zero history, mean ± 2 s.e. over "
+        f"{ev['model']['utterances']} utterances.",
+        "",
+        "| model | nats/sample | bits/sample | ALSA real speech (nats/sample) |",
+        "|---|---:|---:|---:|",
+    ]
+    alsa = ev["heldout"].get("alsa") or {}
+    for key, row in [("model", ev["model"]), *ev["baselines"].items()]:
+        held = alsa.get("model") if key == "model" else alsa.get("baselines", {}).get(key)
+        held_s = f"{held['nats_per_sample']:.4f} ± {held['two_se']:.4f}" if held else "n/a"
+        lines.append(
+            f"| {row['name']} | {row['nats_per_sample']:.4f} ± {row['two_se']:.4f} | "
+            f"{row['bits_per_sample']:.4f} | {held_s} |"
+        )
+    lines += ["", f"**{ev['verdict']['line']}**", "",
+              "| sampler | batch | × real time (aggregate) |", "|---|---:|---:|"]  # fmt: skip
+    for r in payload["sampling"]:
+        lines.append(f"| {r['method']} | {r['batch']} | {r['x_real_time_aggregate']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/audio"))
@@ -143,9 +276,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=SAMPLE_RATE, help="incremental length")
     parser.add_argument("--naive-length", type=int, default=200, help="naive sampler length")
     parser.add_argument("--quick", action="store_true", help="short lengths (a smoke test)")
+    parser.add_argument("--part", choices=("speed", "teacher"), default="speed",
+                        help="speed: the default teacher's samplers; teacher: train a small "
+                        "teacher and compare it with the AR baselines")  # fmt: skip
+    parser.add_argument("--budget-minutes", type=float, default=8.0, help="teacher training")
+    parser.add_argument("--max-steps", type=int, default=100_000, help="teacher step cap")
+    parser.add_argument("--size", default="small", help="catalogue size of the teacher")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=8192, help="training crop, samples")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench-audio"),
+                        help="resumable training state of the teacher")  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue from --run-dir")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.part == "teacher":
+        payload = run_teacher(args)
+        (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+        print(markdown(payload))
+        return 0
     length, naive = (400, 20) if args.quick else (args.length, args.naive_length)
     result = run(length, naive, (1, 16))
     result["machine"] = {

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import distill, harness, paper, quality
+from benchmarks import audio, distill, harness, paper, quality
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,6 +38,7 @@ python -m benchmarks quality             # equal-budget test log-likelihoods
 python -m benchmarks paper               # BSDS300 next to the MAF paper's table
 python -m benchmarks.distill --out DIR   # the three distillation losses
 python -m benchmarks.images --minutes 15 --parallel --out DIR   # Fashion-MNIST bits/dim
+python -m benchmarks.audio --part teacher --threads 2 --budget-minutes 8   # speech teacher
 ```
 
 The machine is noisy: compare ratios within one run, not absolute numbers across runs.
@@ -74,6 +75,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("paper/paper.json", paper.markdown),
     ("distill/results.json", distill.markdown),
     ("images/summary.json", _images),
+    ("audio/results.json", audio.markdown),
 ]
 
 

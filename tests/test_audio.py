@@ -11,10 +11,13 @@ import torch
 
 from invertible.data import SpeechData
 from invertible.evaluation.audio import (
-    ar_least_squares,
-    ar_log_likelihood,
+    SequenceEval,
     bits_per_sample,
     clipped_fraction,
+    compare_with_baselines,
+    evaluate_sequence,
+    fit_baselines,
+    judge,
     log_mel_distance,
     log_mel_spectrogram,
     long_term_spectrum_distance,
@@ -23,7 +26,9 @@ from invertible.evaluation.audio import (
     mel_filterbank,
     nats_per_sample,
     rms_ratio,
+    sequence_log_likelihoods,
 )
+from invertible.presets.wavenet import LinearPredictionAR
 from invertible.reports.plots import save_spectrogram_png
 
 
@@ -52,40 +57,71 @@ def ar2_data() -> tuple[SpeechData, float, float]:
 
 def test_ar2_fit_recovers_the_entropy_rate(ar2_data: tuple[SpeechData, float, float]) -> None:
     data, sigma, _ = ar2_data
-    fit = ar_least_squares(data.eval_utterances("train"), order=2)
-    np.testing.assert_allclose(fit.coefficients, [1.3, -0.6], atol=0.01)
-    assert abs(fit.intercept) < 1e-4 and fit.scale == pytest.approx(sigma, rel=0.01)
+    baselines = fit_baselines(data.eval_utterances("train"), {"ar2": (2, "normal"),
+                                                              "lap2": (2, "laplace")})  # fmt: skip
+    gaussian = baselines["ar2"]
+    np.testing.assert_allclose(gaussian.coefficients.detach(), [1.3, -0.6], atol=0.01)
+    assert math.exp(float(gaussian.log_scale.detach())) == pytest.approx(sigma, rel=0.01)
     test = data.eval_utterances("test")
-    ll = np.concatenate([ar_log_likelihood(x, *fit[:3]) for x in test])
+    ll = evaluate_sequence(gaussian, test, "ar2")
     entropy_rate = 0.5 * math.log(2 * math.pi * math.e * sigma**2)
-    assert -ll.mean() == pytest.approx(entropy_rate, abs=0.01)
+    assert -ll.nats_per_sample == pytest.approx(entropy_rate, abs=0.01)
+    assert ll.bits_per_sample == pytest.approx(bits_per_sample(ll.nats_per_sample))
     # Gaussian residuals: the Laplace model must be worse, by about the known gap
-    ll_lap = np.concatenate([ar_log_likelihood(x, *fit[:2], fit.laplace_scale, "laplace")
-                             for x in test])  # fmt: skip
+    lap = evaluate_sequence(baselines["lap2"], test, "lap2")
     gap = 0.5 + math.log(2 / math.pi)  # KL(Gaussian || Laplace with b = E|e|) per sample
-    assert ll.mean() - ll_lap.mean() == pytest.approx(gap, abs=0.01)
+    assert ll.nats_per_sample - lap.nats_per_sample == pytest.approx(gap, abs=0.01)
 
 
 def test_iid_gaussian_baseline(ar2_data: tuple[SpeechData, float, float]) -> None:
     data, _, var_x = ar2_data
-    fit = ar_least_squares(data.eval_utterances("train"), order=0)
-    assert fit.coefficients.shape == (0,)
-    assert fit.scale == pytest.approx(math.sqrt(var_x), rel=0.05)
-    ll = np.concatenate([ar_log_likelihood(x, *fit[:3]) for x in data.eval_utterances("test")])
-    assert -ll.mean() == pytest.approx(0.5 * math.log(2 * math.pi * math.e * var_x), abs=0.05)
+    iid = fit_baselines(data.eval_utterances("train"))["iid-gaussian"]
+    assert iid.coefficients.shape == (0,)
+    assert math.exp(float(iid.log_scale.detach())) == pytest.approx(math.sqrt(var_x), rel=0.05)
+    ll = evaluate_sequence(iid, data.eval_utterances("test"))
+    expected = 0.5 * math.log(2 * math.pi * math.e * var_x)
+    assert -ll.nats_per_sample == pytest.approx(expected, abs=0.05)
 
 
-def test_ar_log_likelihood_from_zero_history() -> None:
-    x = np.array([0.5, 0.25, 0.0])
-    ll = ar_log_likelihood(x, np.array([0.5]), 0.0, 1.0)
-    resid = np.array([0.5, 0.0, -0.125])  # x[0] is predicted from silence
-    np.testing.assert_allclose(ll, -0.5 * resid**2 - 0.5 * math.log(2 * math.pi))
-    lap = ar_log_likelihood(x, np.array([0.5]), 0.0, 2.0, distribution="laplace")
-    np.testing.assert_allclose(lap, -np.abs(resid) / 2.0 - math.log(4.0))
-    with pytest.raises(ValueError, match="distribution"):
-        ar_log_likelihood(x, np.zeros(1), 0.0, 1.0, distribution="cauchy")
-    with pytest.raises(ValueError, match="too few"):
-        ar_least_squares([np.zeros(3)], 4)
+def test_baselines_score_from_zero_history() -> None:
+    x = torch.tensor([[0.5, 0.25, 0.0]], dtype=torch.float64)
+    model = LinearPredictionAR(1).double()
+    model.transform.net.set_linear_prediction(torch.tensor([0.5]), 0.0)
+    resid = torch.tensor([0.5, 0.0, -0.125], dtype=torch.float64)  # x[0] from silence
+    expected = (-0.5 * resid**2 - 0.5 * math.log(2 * math.pi)).sum()
+    torch.testing.assert_close(model.log_prob(x)[0], expected)
+    per = sequence_log_likelihoods(model, [x[0].numpy()])
+    assert per[0] == pytest.approx(float(expected) / 3)
+
+
+def test_judge_marks_a_teacher_below_the_best_baseline_failed(
+    ar2_data: tuple[SpeechData, float, float],
+) -> None:
+    data, _, _ = ar2_data
+    baselines = fit_baselines(data.eval_utterances("train"))
+    test = data.eval_utterances("test")
+    # a "teacher" that is the i.i.d. model is worse than AR(32): FAILED, named as such
+    weak = compare_with_baselines(baselines["iid-gaussian"], test, baselines, "teacher")
+    assert weak["verdict"]["status"] == "FAILED"
+    assert weak["verdict"]["best_baseline"] == "gaussian-ar32"
+    assert "FAILED" in weak["verdict"]["line"] and weak["verdict"]["margin_nats"] < 0
+    # AR(2), the true model class, fitted on the test waveforms themselves beats all three
+    true = LinearPredictionAR(2).double()
+    true.fit_least_squares([torch.as_tensor(x, dtype=torch.float64) for x in test])
+    strong = compare_with_baselines(true, test, baselines, "teacher")
+    assert strong["verdict"]["status"] == "PASSED" and strong["verdict"]["margin_nats"] > 0
+
+
+def test_judge_constructed_case() -> None:
+    def ev(name: str, ll: float) -> SequenceEval:
+        return SequenceEval(name, ll, 0.1, bits_per_sample(ll), 3, 300, [ll] * 3)
+
+    base = {"gaussian-ar32": ev("gaussian-ar32", 2.0), "laplace-ar32": ev("laplace-ar32", 2.3),
+            "iid-gaussian": ev("iid-gaussian", 0.8)}  # fmt: skip
+    verdict = judge(ev("teacher", 2.2), base)
+    assert (verdict["status"], verdict["best_baseline"]) == ("FAILED", "laplace-ar32")
+    assert verdict["margin_nats"] == pytest.approx(-0.1)
+    assert judge(ev("teacher", 2.4), base)["status"] == "PASSED"
 
 
 def test_units() -> None:

@@ -176,3 +176,9 @@ def test_chunked_sampling_and_log_prob_match_unchunked() -> None:
         flow.log_prob_chunked(whole, context, chunk_size=4), flow.log_prob(whole, context).detach()
     )
     assert torch.isfinite(chunked).all()
+
+
+def test_context_of_the_wrong_dtype_gets_the_friendly_error() -> None:
+    flow = inv.MAF(3, num_layers=1, hidden_features=(8,), context_features=2)
+    with pytest.raises(TypeError, match=r"context: dtype torch.float64 does not match"):
+        flow.log_prob(torch.zeros(4, 3), torch.zeros(4, 2, dtype=torch.float64))

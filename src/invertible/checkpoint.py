@@ -228,7 +228,7 @@ def data_metadata(data: Any, *, options: Mapping[str, Any] | None = None) -> dic
     info = dict(getattr(data, "info", {}) or {})
     return {
         "name": getattr(data, "name", None),
-        "features": int(data.features),
+        "features": int(data.features) if hasattr(data, "features") else None,  # waveforms: none
         "shape": list(getattr(data, "shape", ()) or []) or None,
         "options": dict(options or {}),
         "preprocessing": info.get("preprocessing"),

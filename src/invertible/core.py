@@ -68,6 +68,7 @@ class validation:  # lower case: used like a function, ``with validation(False):
 
     @staticmethod
     def enabled() -> bool:
+        """Whether input validation is on."""
         return _VALIDATE
 
 
@@ -77,7 +78,8 @@ def _shape_str(shape: Iterable[int | str]) -> str:
 
 def _graph_capture() -> bool:
     """Whether a graph is being captured (``jit.trace``, ``torch.compile``, ``torch.export``),
-    where reading the data to check it would bake a data-dependent branch into the graph."""
+    where reading the data to check it would bake a data-dependent branch into the graph.
+    """
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
@@ -177,9 +179,11 @@ class Transform(nn.Module):
     """
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         raise NotImplementedError
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         raise NotImplementedError
 
     def inverted(self) -> Transform:
@@ -209,12 +213,15 @@ class Inverse(Transform):
         self.transform = transform
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return self.transform.inverse(z, context)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return self.transform.forward(x, context)
 
     def inverted(self) -> Transform:
+        """The same map with its directions swapped."""
         return self.transform
 
 
@@ -242,6 +249,7 @@ class Compose(Transform):
         self.transforms = nn.ModuleList(transforms)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         total = z.new_zeros(z.shape[0])
         for transform in self.transforms:
             z, ladj = transform(z, context)
@@ -249,6 +257,7 @@ class Compose(Transform):
         return z, total
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         total = x.new_zeros(x.shape[0])
         for transform in reversed(self.transforms):
             x, ladj = transform.inverse(x, context)
@@ -272,9 +281,13 @@ class Distribution(Protocol):
 
     event_shape: tuple[int, ...]
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor: ...
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each row of ``z`` (shape ``[batch]``)."""
+        ...
 
-    def rsample(self, n: int, context: Tensor | None = None) -> Tensor: ...
+    def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterised draws of shape ``[n, *event_shape]``."""
+        ...
 
 
 def _jsonable(value: Any) -> Any:
@@ -368,6 +381,7 @@ class Flow(nn.Module):
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """Shape of one event (one data point), without the batch dimension."""
         return tuple(self.base.event_shape)
 
     @property

@@ -49,10 +49,12 @@ class StandardNormal(_Standard):
     """
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each row of ``z`` (shape ``[batch]``)."""
         D = math.prod(self.event_shape)
         return -0.5 * self._sum_event(z.square()) - 0.5 * D * math.log(2 * math.pi)
 
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterised draws of shape ``[n, *event_shape]``."""
         anchor = self._anchor
         return torch.randn(n, *self.event_shape, device=anchor.device, dtype=anchor.dtype)
 
@@ -79,9 +81,11 @@ class StandardLogistic(_Standard):
     """
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each row of ``z`` (shape ``[batch]``)."""
         return -self._sum_event(F.softplus(z) + F.softplus(-z))
 
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterised draws of shape ``[n, *event_shape]``."""
         anchor = self._anchor
         finfo = torch.finfo(anchor.dtype)
         u = torch.rand(n, *self.event_shape, device=anchor.device, dtype=anchor.dtype)
@@ -125,10 +129,12 @@ class StandardLaplace(_Standard):
     """
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each row of ``z`` (shape ``[batch]``)."""
         D = math.prod(self.event_shape)
         return -self._sum_event(z.abs()) - D * math.log(2.0)
 
     def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` reparameterised draws of shape ``[n, *event_shape]``."""
         anchor = self._anchor
         finfo = torch.finfo(anchor.dtype)
         v = torch.rand(n, *self.event_shape, device=anchor.device, dtype=anchor.dtype) - 0.5

@@ -32,9 +32,10 @@ from invertible import files
 from invertible.catalog import build_model, initialize_from_data, model_spec
 from invertible.checkpoint import data_metadata, load, save
 from invertible.core import Flow
-from invertible.data import ImageData, TabularData, check_finite_splits, load_data
+from invertible.data import ImageData, SpeechData, TabularData, check_finite_splits, load_data
 from invertible.distillation import DistillResult, distill, make_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
+from invertible.evaluation.audio import evaluate_speech
 from invertible.files import atomic_write_text
 from invertible.presets import IAF
 from invertible.training import DivergedError, RunExistsError, TrainResult, fit
@@ -139,17 +140,20 @@ def train_job(
     model_spec(model)  # validates the name before anything is loaded
     dataset, reload = _dataset(data, data_dir=data_dir, seed=seed, option=option)
     check_finite_splits(dataset)
-    image = dataset.train.dtype == np.uint8  # ImageData: uint8 pixels, bits/dim
+    speech = isinstance(dataset, SpeechData)  # whole utterances; crops of any length
+    image = not speech and dataset.train.dtype == np.uint8  # ImageData: uint8, bits/dim
     extra_args: dict[str, Any] = dict(overrides or {})
-    if image:
-        features: int | tuple[int, ...] = tuple(dataset.shape)
+    if speech:
+        features: int | tuple[int, ...] = dataset.crop
+    elif image:
+        features = tuple(dataset.shape)
         extra_args["levels"] = dataset.levels
         train_options.setdefault("refresh_bn_rows", IMAGE_REFRESH_BN_ROWS)
     else:
         features = dataset.features
     flow = build_model(model, features, size=size, seed=seed, **extra_args)
     if not resume and not image:
-        initialize_from_data(flow, dataset.train)
+        initialize_from_data(flow, dataset.eval_utterances("train") if speech else dataset.train)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,9 +162,10 @@ def train_job(
     meta = data_metadata(dataset, options=reload)
     n_params = _count(flow)
     if announce is not None:
+        shape = f"{dataset.seconds('train'):.1f} s" if speech else f"D={dataset.features}"
         announce(
             f"{model}: {type(flow).__name__} with {n_params:,} parameters on "
-            f"{dataset.name} (D={dataset.features}, N_train={len(dataset.train)})"
+            f"{dataset.name} ({shape}, N_train={len(dataset.train)})"
         )
     result = fit(
         flow, dataset, out_dir=out_dir, progress=progress, resume=resume, data_meta=meta,
@@ -171,7 +176,9 @@ def train_job(
     job = TrainJob(model, flow, dataset, result, None, out_dir, n_params)
     if not is_main:
         return job  # rank 0 evaluates, saves and reports
-    if test_rows is not None and len(dataset.test) > test_rows:
+    if speech:  # whole test utterances, next to the least-squares baselines
+        job.test = evaluate_speech(flow, dataset)  # type: ignore[assignment]
+    elif test_rows is not None and len(dataset.test) > test_rows:
         job.test = evaluate_array(
             flow, dataset.test[:test_rows], what=f"dataset {dataset.name!r} (test)"
         )

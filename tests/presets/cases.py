@@ -31,16 +31,16 @@ def perturbed(flow: inv.Flow, scale: float = 0.1, seed: int = 0) -> inv.Flow:
 
 
 PRESETS: dict[str, Callable[[], inv.Flow]] = {
-    "GaussianAR": lambda: inv.GaussianAR(D, hidden_features=(32, 32)),
-    "GaussianAR-3-masks": lambda: inv.GaussianAR(D, hidden_features=(32, 32), num_masks=3),
-    "MADEMoG": lambda: inv.MADEMoG(D, components=3, hidden_features=(32, 32)),
-    "MAF": lambda: inv.MAF(D, num_layers=2, hidden_features=(32, 32)),
-    "MAF-mog": lambda: inv.MAF(D, num_layers=2, hidden_features=(32, 32), mog_components=3),
+    "GaussianAR": lambda: inv.GaussianAR(D, hidden_features=(64, 64)),
+    "GaussianAR-3-masks": lambda: inv.GaussianAR(D, hidden_features=(64, 64), num_masks=3),
+    "MADEMoG": lambda: inv.MADEMoG(D, components=3, hidden_features=(64, 64)),
+    "MAF": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64)),
+    "MAF-mog": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64), mog_components=3),
     "MAF-residual": lambda: inv.MAF(
         D, num_layers=2, hidden_features=(32,), num_blocks=1, batch_norm=False
     ),
-    "IAF": lambda: inv.IAF(D, num_layers=2, hidden_features=(32, 32)),
-    "IAF-gated": lambda: inv.IAF(D, num_layers=2, hidden_features=(32, 32), gated=True),
+    "IAF": lambda: inv.IAF(D, num_layers=2, hidden_features=(64, 64)),
+    "IAF-gated": lambda: inv.IAF(D, num_layers=2, hidden_features=(64, 64), gated=True),
     "NICE": lambda: inv.NICE(D + 1, num_layers=2, hidden_features=(32,)),
     "RealNVP": lambda: inv.RealNVP(D + 1, num_layers=2, hidden_features=(32,)),
     "RealNVPImage": lambda: inv.RealNVPImage(

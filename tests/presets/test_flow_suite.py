@@ -60,6 +60,15 @@ def _assert_autoregressive(made: MADE, x: torch.Tensor) -> None:
     assert torch.all(dependence[~allowed] == 0), "an output sees an input it must not see"
 
 
+@pytest.mark.parametrize("case", [c for c in AUTOREGRESSIVE if "residual" not in c])
+def test_large_batches_run_the_block_sparse_product(case: str) -> None:
+    """Batch 512 of these cases takes the block-sparse path, batch 8 the dense one, so the
+    tests below that run both sizes cover both products."""
+    mades = [m for m in build(case).modules() if isinstance(m, MADE)]
+    assert all(made._plan(1, 512) is not None for made in mades)
+    assert all(made._plan(1, 8) is None for made in mades)
+
+
 def test_every_registered_preset_has_a_case() -> None:
     covered = {type(builder()).__name__ for builder in PRESETS.values()}
     missing = set(inv.Flow.registry) - covered
@@ -169,9 +178,11 @@ def test_double_backward(case: str, batch: int) -> None:
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("groups", [None, 3], ids=["auto", "block-sparse"])
 @pytest.mark.parametrize("case", CASES)
-def test_torch_func_grad_and_vmap_over_functional_call(case: str) -> None:
+def test_torch_func_grad_and_vmap_over_functional_call(case: str, groups: int | None) -> None:
     flow = build(case)
+    set_block_groups(flow, groups)
     x = data(flow, 6)
     params = {name: p.detach() for name, p in flow.named_parameters()}
     buffers = {name: b.clone() for name, b in flow.named_buffers()}
@@ -191,11 +202,12 @@ def test_torch_func_grad_and_vmap_over_functional_call(case: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("batch", [8, 512])
 @pytest.mark.parametrize("case", ["MAF", "IAF", "RealNVP"])
-def test_jit_trace_and_torch_export(case: str) -> None:
+def test_jit_trace_and_torch_export(case: str, batch: int) -> None:
     torch.manual_seed(0)
     fresh = PRESETS[case]().eval()  # fresh: nothing has run yet
-    x, other = data(fresh, 8), data(fresh, 8, seed=2)
+    x, other = data(fresh, batch), data(fresh, batch, seed=2)
     traced = torch.jit.trace(fresh, (x,), check_trace=False)
     torch.testing.assert_close(traced(other), fresh.log_prob(other))
     flow = build(case)

@@ -21,6 +21,7 @@ import typer
 from invertible.catalog import ModelUnavailableError, UnknownModelNameError
 from invertible.checkpoint import CheckpointError
 from invertible.data import DatasetFormatError, DatasetNotFoundError
+from invertible.data.speech import AudioExtraMissingError
 from invertible.training.ddp import DistributedContext, env_world_size, init_distributed
 from invertible.training.fit import existing_run
 
@@ -53,6 +54,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     UnknownModelNameError,
     DatasetNotFoundError,
     DatasetFormatError,
+    AudioExtraMissingError,  # the audio extra is not installed: one line naming the fix
     ValueError,
     OSError,
     TypeError,

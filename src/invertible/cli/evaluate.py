@@ -10,14 +10,17 @@ import typer
 from invertible.checkpoint import load
 from invertible.cli import common
 from invertible.cli.common import CLIError, parse_options
+from invertible.data import SpeechData
 from invertible.evaluation import check_data_matches, evaluate
+from invertible.evaluation.audio import evaluate_speech
 from invertible.jobs import checkpoint_dataset
 
 __all__ = ["EPILOG", "eval_"]
 
 EPILOG = (
     "Examples:\n\n  invertible eval runs/maf/model\n\n"
-    "  invertible eval runs/maf/model --data patches --split val"
+    "  invertible eval runs/maf/model --data patches --split val\n\n"
+    "  invertible eval runs/wavenet/model --data speech"
 )
 
 
@@ -51,6 +54,9 @@ def eval_(
     dataset, _ = checkpoint_dataset(
         flow, data, data_dir=data_dir, option=parse_options(option), what=str(checkpoint)
     )
+    if isinstance(dataset, SpeechData):  # whole utterances, next to the AR baselines
+        typer.echo(str(evaluate_speech(flow, dataset, split=split)))
+        return
     check_data_matches(flow, getattr(dataset, split)[:1], f"dataset {dataset.name!r}")
     result = evaluate(flow, dataset, split=split, batch_size=batch_size)
     typer.echo(f"{split} log-likelihood: {result}")

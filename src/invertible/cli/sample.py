@@ -8,20 +8,24 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 
 from invertible import files
 from invertible.checkpoint import load
 from invertible.cli import common
 from invertible.cli.common import CLIError, check_writable
+from invertible.data.speech import SAMPLE_RATE, write_wav
 from invertible.evaluation import sample_images, sample_to_npy
+from invertible.presets.wavenet import SequenceFlow
 from invertible.reports.plots import plot_image_grid
 
 __all__ = ["EPILOG", "sample"]
 
 EPILOG = (
     "Examples:\n\n  invertible sample runs/maf/model -n 1000 --out samples.npy\n\n"
-    "  invertible sample runs/maf/model -n 64 --out s.npy --raw"
+    "  invertible sample runs/maf/model -n 64 --out s.npy --raw\n\n"
+    "  invertible sample runs/wavenet/model --seconds 1 --out speech.wav"
 )
 
 
@@ -56,7 +60,9 @@ def check_npy_out(
 
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint directory")],
-    n: Annotated[int, typer.Option("-n", "--n", help="number of samples")] = 1000,
+    n: Annotated[
+        int, typer.Option("-n", "--n", help="number of samples (sequence models: one waveform)")
+    ] = 1000,
     out: Annotated[Path, typer.Option(help=".npy file to write")] = Path("samples.npy"),
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     raw: Annotated[
@@ -76,7 +82,12 @@ def sample(
     temperature: Annotated[
         float, typer.Option(help="image models: scale of the base noise (e.g. 0.7)")
     ] = 1.0,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing OUT file")] = False,
+    seconds: Annotated[
+        float, typer.Option(help="sequence models: seconds of 16 kHz audio per sample")
+    ] = 1.0,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing OUT file (.npy, its .png grid, or .wav)")
+    ] = False,
 ) -> None:
     """Draw samples from a checkpoint and save them as .npy (atomically). Image models write
     uint8 pixels (quantised like the data) and a PNG grid of the first 64 next to the .npy.
@@ -90,6 +101,9 @@ def sample(
     common.refuse_existing(out, overwrite=overwrite)
     check_writable(out.parent)
     flow = load(checkpoint)
+    if isinstance(flow, SequenceFlow):
+        _sample_audio(flow, out, seconds=seconds, seed=seed, overwrite=overwrite)
+        return
     if len(flow.event_shape) == 3 and "levels" in flow.config:
         levels = int(flow.config["levels"])
         check_npy_out(out, n, flow.event_shape, itemsize=1, png=True, overwrite=overwrite)
@@ -123,3 +137,24 @@ def sample(
     check_npy_out(out, n, flow.event_shape, itemsize=4)
     samples = sample_to_npy(flow, n, out, seed=seed, batch_size=batch_size, transform=transform)
     typer.echo(f"wrote {samples.shape[0]} samples of shape {list(samples.shape[1:])} to {out}")
+
+
+def _sample_audio(
+    flow: SequenceFlow, out: Path, *, seconds: float, seed: int, overwrite: bool
+) -> None:
+    """One waveform of ``seconds`` at 16 kHz from a sequence flow, as a 16-bit WAV file."""
+    if out.suffix.lower() != ".wav":
+        raise CLIError(f"--out: a sequence model writes a .wav file, got {out}")
+    if out.exists() and not overwrite:
+        raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    length = round(seconds * SAMPLE_RATE)
+    if length < 1:
+        raise CLIError(f"--seconds must give at least one sample, got {seconds}")
+    torch.manual_seed(seed)
+    x = flow.sample(1, length=length)[0].double().numpy()
+    clipped = float((abs(x) > 1.0).mean())  # full scale is [-1, 1]: write_wav clips beyond
+    write_wav(out, x, SAMPLE_RATE)
+    typer.echo(
+        f"wrote {length / SAMPLE_RATE:g} s ({length} samples, 16-bit PCM, {SAMPLE_RATE} Hz) "
+        f"to {out}; {100 * clipped:.2f}% of samples clipped"
+    )

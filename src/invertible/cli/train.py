@@ -18,6 +18,7 @@ from invertible.cli.common import (
     refuse_existing_run,
     set_threads,
 )
+from invertible.evaluation.audio import SpeechEvalResult
 from invertible.jobs import train_job
 from invertible.reports.plots import plot_run
 
@@ -28,7 +29,8 @@ EPILOG = (
     "  invertible train --model maf --data patches --steps 5000 --out runs/maf\n\n"
     "  invertible train --model realnvp --data moons --epochs 20 --size small\n\n"
     "  invertible train --model nice --data my_data.npy --max-time 60 --out runs/nice\n\n"
-    "  invertible train --model maf --data patches --out runs/maf --resume --steps 10000"
+    "  invertible train --model maf --data patches --out runs/maf --resume --steps 10000\n\n"
+    "  invertible train --model wavenet --data speech --size small --out runs/wavenet"
 )
 
 
@@ -40,7 +42,9 @@ def _nats(value: float | None) -> str:
 def train(
     model: Annotated[
         str,
-        typer.Option(help="nice, realnvp, maf, maf-mog, iaf, gaussian-ar, made-mog, realnvp-image"),
+        typer.Option(
+            help="nice, realnvp, maf, maf-mog, iaf, gaussian-ar, made-mog, realnvp-image, wavenet"
+        ),
     ] = "maf",
     data: Annotated[
         str,
@@ -138,6 +142,10 @@ def train(
         f"validation log-likelihood {_nats(result.final_val_log_prob)} (the saved weights, "
         f"from step {result.best_step})"
     )
+    if isinstance(test, SpeechEvalResult):  # waveforms: nats and bits per sample, baselines
+        typer.echo("\n".join(test.lines()))
+        typer.echo(f"saved {out / 'model'}")
+        return
     typer.echo(f"test log-likelihood: {test}")
     if test.bits_per_dim is not None:
         typer.echo(f"test bits/dim: {test.bits_per_dim:.4f}")

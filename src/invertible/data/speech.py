@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ def espeak_paths() -> tuple[str, str]:
         AudioExtraMissingError: espeakng-loader is not installed (one line naming the fix).
     """
     try:
-        import espeakng_loader
+        import espeakng_loader  # noqa: PLC0415 (optional: the audio extra)
     except ImportError:
         raise AudioExtraMissingError(
             f"the speech dataset needs eSpeak NG from the audio extra: {AUDIO_EXTRA_HINT}"
@@ -190,7 +191,7 @@ def espeak_paths() -> tuple[str, str]:
 
 def _resample_poly() -> Any:
     try:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # noqa: PLC0415 (optional: the audio extra)
     except ImportError:
         raise AudioExtraMissingError(
             f"resampling audio needs scipy from the audio extra: {AUDIO_EXTRA_HINT}"
@@ -415,6 +416,33 @@ class SpeechData:
             u = seeded_rng(seed, "speech-eval", split, i).random(n.size)
             out.append(((n + u) / 32768.0).astype(np.float32))
         return out
+
+    def val_batches(
+        self, max_crops: int = 16, crop: int | None = None, batch_size: int = 8, seed: int = 0
+    ) -> list[np.ndarray]:
+        """Fixed validation crops: the same samples and noise at every call (early stopping).
+
+        Non-overlapping crops of :attr:`crop` samples are taken from the validation
+        utterances in turn (the first crop of each, then the second, ...; ``max_crops`` in
+        all), from the fixed-noise waveforms
+        of :meth:`eval_utterances`; an utterance shorter than a crop gives none, and when no
+        crop fits the whole utterances are returned one per batch.
+
+        Returns:
+            ``float32`` batches ``[<= batch_size, crop]`` (or ``[1, T]`` whole utterances).
+        """
+        crop = int(crop or self.crop)
+        utterances = self.eval_utterances("val", seed)
+        per_utterance = [
+            [x[start : start + crop] for start in range(0, x.size - crop + 1, crop)]
+            for x in utterances
+        ]
+        # round-robin over utterances, so a few crops already cover several speakers
+        depth = max((len(c) for c in per_utterance), default=0)
+        crops = [c[k] for k in range(depth) for c in per_utterance if k < len(c)][:max_crops]
+        if not crops:
+            return [x[None] for x in utterances]
+        return [np.stack(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
 
     def _flat_train(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._flat is None:  # one buffer, so a batch is a single vectorised gather
@@ -663,8 +691,6 @@ def load_speech(
         try:
             _write_cache(npz, manifest_path, audio, manifest)
         except OSError as e:  # a read-only cache costs a rebuild next time, nothing more
-            import warnings
-
             warnings.warn(f"could not cache the speech build at {npz}: {e}", stacklevel=2)
     else:
         audio, manifest = cached

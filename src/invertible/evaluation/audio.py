@@ -11,10 +11,12 @@ quantisation bin is ``2^-15`` wide and the probability of a sample's integer val
 (:func:`bits_per_sample`). For reference, i.i.d. uniform noise over all 65,536 levels costs
 16 bits/sample.
 
-Baselines (numpy): :func:`ar_least_squares` fits a linear predictor of order ``p`` (with
-intercept) by least squares, :func:`ar_log_likelihood` scores a waveform under it with
-Gaussian or Laplace residuals, from zero history. ``order=0`` is the i.i.d. Gaussian (or
-Laplace) baseline.
+Sequence flows and baselines: :func:`evaluate_sequence` scores whole waveforms from zero
+history under any sequence flow (mean ± 2 s.e. over utterances of LL / length). The
+baselines (:data:`BASELINES`: Gaussian AR(32), Laplace AR(32), i.i.d. Gaussian) are
+:class:`~invertible.LinearPredictionAR` flows fitted by least squares
+(:func:`fit_baselines`), scored by the same ``log_prob`` code as the teacher;
+:func:`judge` marks a model that does not beat the best of them as FAILED.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from invertible.presets.wavenet import LinearPredictionAR, linear_prediction_least_squares
+
 __all__ = [
-    "ARFit",
-    "ar_least_squares",
-    "ar_log_likelihood",
+    "BASELINES",
+    "SequenceEval",
+    "SpeechEvalResult",
     "bits_per_sample",
     "clipped_fraction",
+    "compare_with_baselines",
+    "evaluate_sequence",
+    "evaluate_speech",
+    "fit_baselines",
+    "judge",
     "log_mel_distance",
     "log_mel_spectrogram",
     "long_term_spectrum_distance",
@@ -40,6 +49,7 @@ __all__ = [
     "mel_filterbank",
     "nats_per_sample",
     "rms_ratio",
+    "sequence_log_likelihoods",
 ]
 
 SAMPLE_RATE = 16000
@@ -268,110 +278,235 @@ def clipped_fraction(x: Any, threshold: float = 32767 / 32768) -> float:
     return float((t.abs() >= threshold).to(torch.float64).mean())
 
 
-# --------------------------------------------------------------------------- AR baselines
+# --------------------------------------------------------------------------- sequence flows
 
 
-class ARFit(NamedTuple):
-    """A least-squares linear predictor ``x_t = intercept + sum_k a_k x_{t-1-k} + e_t``.
+class SequenceEval(NamedTuple):
+    """Per-utterance log-likelihood of one model on one set of waveforms.
 
     Attributes:
-        coefficients: ``a`` (float64 ``[order]``); ``a[k]`` multiplies ``x[t - 1 - k]``.
-        intercept: Constant term.
-        scale: Maximum-likelihood Gaussian residual std, ``sqrt(mean(e^2))``.
-        laplace_scale: Maximum-likelihood Laplace residual scale, ``mean(|e|)`` (of the
-            least-squares residuals, which is an approximation to the Laplace ML fit).
+        name: The model's label (``"teacher"``, ``"gaussian-ar32"``, ...).
+        nats_per_sample: Mean over utterances of LL / length, on the ``[-1, 1]`` scale.
+        two_se: Two standard errors of that mean (over utterances; NaN for one).
+        bits_per_sample: ``15 - nats_per_sample / ln 2`` (16-bit audio).
+        utterances: How many waveforms.
+        samples: Their total length.
+        per_utterance: LL / length of each waveform, nats.
     """
 
-    coefficients: np.ndarray
-    intercept: float
-    scale: float
-    laplace_scale: float
+    name: str
+    nats_per_sample: float
+    two_se: float
+    bits_per_sample: float
+    utterances: int
+    samples: int
+    per_utterance: list[float]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name:<14} {self.nats_per_sample:8.4f} ± {self.two_se:.4f} nats/sample  "
+            f"{self.bits_per_sample:7.4f} bits/sample  ({self.utterances} utterances)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (NaN as ``None``)."""
+        out = self._asdict()
+        if not math.isfinite(out["two_se"]):
+            out["two_se"] = None
+        return out
 
 
-def _lagged(x: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Design ``[n, order + 1]`` (lags 1..p, then a column of ones) and targets, zero history."""
-    x = np.asarray(x, dtype=np.float64)
-    padded = np.concatenate([np.zeros(order), x])
-    lags = np.lib.stride_tricks.sliding_window_view(padded, order + 1)[:, :order][:, ::-1]
-    return np.hstack([lags, np.ones((x.size, 1))]), x
+@torch.no_grad()
+def sequence_log_likelihoods(flow: Any, utterances: Sequence[Any]) -> np.ndarray:
+    """LL / length (nats/sample) of each whole waveform under a sequence flow.
 
-
-def ar_least_squares(x_list: Sequence[np.ndarray], order: int) -> ARFit:
-    """Fit an AR(``order``) predictor with intercept by least squares over utterances.
-
-    Only samples with a full history inside their own utterance are fitted (no prediction
-    across utterance boundaries); the normal equations are accumulated per utterance, so
-    memory stays ``O(order^2)`` plus one utterance.
-
-    Args:
-        x_list: Waveforms (e.g. ``SpeechData.eval_utterances("train")``).
-        order: Number of past samples; 0 gives the i.i.d. baseline (mean and std).
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> e = rng.normal(0, 0.01, 20000)
-        >>> x = np.zeros_like(e)
-        >>> for t in range(1, e.size):
-        ...     x[t] = 0.9 * x[t - 1] + e[t]
-        >>> fit = ar_least_squares([x], 1)
-        >>> round(float(fit.coefficients[0]), 2), round(fit.scale, 3)
-        (0.9, 0.01)
-    """
-    if order < 0:
-        raise ValueError(f"order must be non-negative, got {order}")
-    gram = np.zeros((order + 1, order + 1))
-    rhs = np.zeros(order + 1)
-    sq, n = 0.0, 0
-    for x in x_list:
-        design, target = _lagged(x, order)
-        design, target = design[order:], target[order:]
-        gram += design.T @ design
-        rhs += design.T @ target
-        sq += float(target @ target)
-        n += target.size
-    if n <= order + 1:
-        raise ValueError(f"too few samples ({n}) for an AR({order}) fit")
-    w = np.linalg.solve(gram + 1e-12 * np.trace(gram) / (order + 1) * np.eye(order + 1), rhs)
-    abs_sum = 0.0
-    for x in x_list:  # second pass: residual statistics of the final predictor
-        design, target = _lagged(x, order)
-        abs_sum += float(np.abs(target[order:] - design[order:] @ w).sum())
-    mse = max((sq - 2 * w @ rhs + w @ gram @ w) / n, 1e-300)
-    return ARFit(w[:order].copy(), float(w[order]), float(math.sqrt(mse)), abs_sum / n)
-
-
-def ar_log_likelihood(
-    x: np.ndarray,
-    coefficients: np.ndarray,
-    intercept: float,
-    scale: float,
-    distribution: str = "gaussian",
-) -> np.ndarray:
-    """Per-sample log-density (nats) of one waveform under an AR predictor, from zero history.
-
-    ``x[t]`` for ``t < order`` is predicted from a history padded with zeros, as a model
-    evaluated from silence would be.
+    Each utterance is one ``[1, T]`` pass of ``flow.log_prob`` from zero history (the
+    flow's own density code, teacher and baselines alike), in the flow's dtype and device.
 
     Args:
-        x: Waveform on the ``[-1, 1]`` scale (dequantised).
-        coefficients: ``a`` with ``a[k]`` multiplying ``x[t - 1 - k]``.
-        intercept: Constant term of the prediction.
-        scale: Gaussian std, or Laplace scale ``b``.
-        distribution: ``"gaussian"`` or ``"laplace"``.
+        flow: A :class:`~invertible.SequenceFlow` (``WaveNetMAF``, ``LinearPredictionAR``).
+        utterances: 1-D waveforms on ``[-1, 1]`` (e.g. ``SpeechData.eval_utterances``).
 
     Returns:
-        float64 ``[len(x)]``; sum it for the utterance's log-likelihood.
+        float64 ``[len(utterances)]``.
+    """
+    param = next(flow.parameters())
+    was_training = flow.training
+    flow.eval()
+    try:
+        out = []
+        for x in utterances:
+            t = torch.as_tensor(np.asarray(x)).to(device=param.device, dtype=param.dtype)
+            out.append(float(flow.log_prob(t.reshape(1, -1)).double()) / t.numel())
+    finally:
+        flow.train(was_training)
+    return np.asarray(out, dtype=np.float64)
+
+
+def evaluate_sequence(flow: Any, utterances: Sequence[Any], name: str = "model") -> SequenceEval:
+    """:func:`sequence_log_likelihoods` summarised: mean ± 2 s.e. over utterances, bits."""
+    per = sequence_log_likelihoods(flow, utterances)
+    mean, two_se = mean_2se(per)
+    return SequenceEval(
+        name, mean, two_se, float(bits_per_sample(mean)), len(per),
+        int(sum(np.asarray(x).size for x in utterances)), [float(v) for v in per],
+    )  # fmt: skip
+
+
+#: The baselines every sequence model is reported next to: (order, residual law).
+BASELINES: dict[str, tuple[int, str]] = {
+    "gaussian-ar32": (32, "normal"),
+    "laplace-ar32": (32, "laplace"),
+    "iid-gaussian": (0, "normal"),
+}
+
+
+def fit_baselines(
+    train: Sequence[Any], baselines: dict[str, tuple[int, str]] | None = None
+) -> dict[str, LinearPredictionAR]:
+    """Fit each baseline flow on ``train`` by least squares (float64).
+
+    Args:
+        train: Training waveforms (fixed noise: ``SpeechData.eval_utterances("train")``).
+        baselines: ``{name: (order, base)}`` (default :data:`BASELINES`).
+
+    Returns:
+        ``{name: LinearPredictionAR}``, fitted, in eval mode.
+    """
+    rows = [torch.as_tensor(np.asarray(x), dtype=torch.float64) for x in train]
+    fits: dict[int, dict[str, Any]] = {}  # one least-squares fit per order, shared
+    out = {}
+    for name, (order, base) in (baselines or BASELINES).items():
+        if order not in fits:
+            fits[order] = linear_prediction_least_squares(rows, order)
+        model = LinearPredictionAR(order, base=base).double()
+        out[name] = model.fit_least_squares(None, fits[order]).eval()
+    return out
+
+
+def judge(teacher: SequenceEval, baselines: dict[str, SequenceEval]) -> dict[str, Any]:
+    """Whether the teacher beats the best baseline; a run that does not is a FAILED run.
+
+    Returns:
+        ``status`` (``"PASSED"`` or ``"FAILED"``), ``best_baseline``, ``margin_nats`` (teacher
+        minus best baseline, nats/sample; positive is better) and a one-line ``line``.
 
     Example:
-        >>> ll = ar_log_likelihood(np.zeros(3), np.zeros(2), 0.0, 1.0)
-        >>> bool(np.allclose(ll, -0.5 * math.log(2 * math.pi)))
-        True
+        >>> def ev(name, ll):
+        ...     return SequenceEval(name, ll, 0.1, float(bits_per_sample(ll)), 3, 300, [ll] * 3)
+        >>> judge(ev("teacher", 3.0), {"gaussian-ar32": ev("gaussian-ar32", 3.5)})["status"]
+        'FAILED'
     """
-    a = np.asarray(coefficients, dtype=np.float64)
-    design, target = _lagged(x, a.size)
-    resid = target - design @ np.append(a, intercept)
-    if distribution == "gaussian":
-        return -0.5 * (resid / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi)
-    if distribution == "laplace":
-        return -np.abs(resid) / scale - math.log(2 * scale)
-    raise ValueError(f"distribution must be 'gaussian' or 'laplace', got {distribution!r}")
+    best = max(baselines.values(), key=lambda e: e.nats_per_sample)
+    margin = teacher.nats_per_sample - best.nats_per_sample
+    status = "PASSED" if margin > 0 else "FAILED"
+    verb = "beats" if margin > 0 else "does NOT beat"
+    line = (
+        f"{status}: {teacher.name} ({teacher.nats_per_sample:.4f} nats/sample) {verb} the best "
+        f"baseline {best.name} ({best.nats_per_sample:.4f}); margin {margin:+.4f} nats/sample, "
+        f"{-margin / _LN2:+.4f} bits/sample"
+    )
+    if status == "FAILED":
+        line += "; this run is not a result"
+    return {"status": status, "best_baseline": best.name, "margin_nats": margin, "line": line}
+
+
+def compare_with_baselines(
+    flow: Any,
+    utterances: Sequence[Any],
+    baselines: dict[str, LinearPredictionAR],
+    name: str = "teacher",
+) -> dict[str, Any]:
+    """The flow and every baseline on the same waveforms, and the verdict of :func:`judge`.
+
+    Returns:
+        ``{"model": SequenceEval, "baselines": {name: SequenceEval}, "verdict": dict}``.
+    """
+    model = evaluate_sequence(flow, utterances, name)
+    scores = {k: evaluate_sequence(b, utterances, k) for k, b in baselines.items()}
+    return {"model": model, "baselines": scores, "verdict": judge(model, scores)}
+
+
+class SpeechEvalResult:
+    """A sequence flow on a speech split next to the baselines, and the verdict.
+
+    Attributes:
+        split: The split evaluated (``"test"``).
+        model: The flow's :class:`SequenceEval`.
+        baselines: ``{name: SequenceEval}`` on the same waveforms.
+        verdict: :func:`judge` of the model against the baselines (``status`` PASSED or
+            FAILED).
+        heldout: Per held-out real-speech set (``"alsa"``): the same three entries,
+            reported separately and not part of the verdict.
+        bits_per_dim: Always ``None`` (the unit here is bits per *sample*); kept so that
+            code printing an :class:`~invertible.evaluation.EvalResult` works unchanged.
+    """
+
+    bits_per_dim = None
+
+    def __init__(self, split: str, comparison: dict[str, Any], heldout: dict[str, Any]) -> None:
+        self.split = split
+        self.model: SequenceEval = comparison["model"]
+        self.baselines: dict[str, SequenceEval] = comparison["baselines"]
+        self.verdict: dict[str, Any] = comparison["verdict"]
+        self.heldout = heldout
+
+    @property
+    def failed(self) -> bool:
+        """Whether the model does not beat the best baseline (a FAILED run)."""
+        return self.verdict["status"] == "FAILED"
+
+    def lines(self) -> list[str]:
+        """The report: one line per model and set, then the verdict line."""
+        out = [f"{self.split} split, whole utterances from zero history (mean ± 2 s.e.):"]
+        out += [f"  {e}" for e in (self.model, *self.baselines.values())]
+        for name, part in self.heldout.items():
+            out.append(f"held-out real speech {name!r} (reported separately):")
+            out += [f"  {e}" for e in (part["model"], *part["baselines"].values())]
+        out.append(self.verdict["line"])
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: model, baselines, verdict (``status``), held-out sets."""
+
+        def part(p: dict[str, Any]) -> dict[str, Any]:
+            base = {k: v.to_dict() for k, v in p["baselines"].items()}
+            return {"model": p["model"].to_dict(), "baselines": base}
+
+        main = {"model": self.model, "baselines": self.baselines}
+        return {
+            "split": self.split,
+            **part(main),
+            "status": self.verdict["status"],
+            "verdict": self.verdict,
+            "heldout": {k: part(v) for k, v in self.heldout.items()},
+        }
+
+
+def evaluate_speech(
+    flow: Any,
+    data: Any,
+    *,
+    split: str = "test",
+    baselines: dict[str, LinearPredictionAR] | None = None,
+    name: str = "teacher",
+) -> SpeechEvalResult:
+    """Evaluate a sequence flow on a :class:`~invertible.data.SpeechData` split.
+
+    Whole utterances with fixed dequantisation noise (``data.eval_utterances``), from zero
+    history; the baselines are fitted on the training split by least squares (unless
+    given) and scored on the same waveforms; held-out real speech (``data.heldout``,
+    ALSA's clips when installed) is reported separately.
+    """
+    if baselines is None:
+        baselines = fit_baselines(data.eval_utterances("train"))
+    comparison = compare_with_baselines(flow, data.eval_utterances(split), baselines, name)
+    heldout = {
+        k: compare_with_baselines(flow, data.eval_utterances(k), baselines, name)
+        for k, clips in data.heldout.items()
+        if clips and k != split
+    }
+    return SpeechEvalResult(split, comparison, heldout)

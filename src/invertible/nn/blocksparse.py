@@ -16,7 +16,9 @@ autocast, double backward, ``torch.func``, ``torch.export``, ``jit.trace``.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,7 +41,7 @@ def block_plan(mask: Tensor, groups: int) -> list[Block]:
     satisfies ``x @ W.T == concat_g(x[:, col_lo:col_hi] @ W[rows, col_lo:col_hi].T)``.
 
     Args:
-        mask: boolean connectivity mask ``[out, in]``.
+        mask: boolean connectivity mask ``[out, in]`` (tensor or NumPy array).
         groups: number of row groups (clipped to ``[1, out]``).
 
     Returns:
@@ -49,6 +51,7 @@ def block_plan(mask: Tensor, groups: int) -> list[Block]:
         >>> block_plan(torch.ones(4, 4, dtype=torch.bool).tril(), 2)
         [(0, 2, 0, 2), (2, 4, 0, 4)]
     """
+    mask = _as_array(mask)
     rows, _cols = mask.shape
     groups = max(1, min(groups, rows))
     edges = [rows * g // groups for g in range(groups + 1)]
@@ -56,12 +59,21 @@ def block_plan(mask: Tensor, groups: int) -> list[Block]:
     for lo, hi in itertools.pairwise(edges):
         if hi == lo:
             continue
-        used = mask[lo:hi].any(dim=0).nonzero().flatten()
-        if used.numel() == 0:
+        used = np.flatnonzero(mask[lo:hi].any(axis=0))
+        if used.size == 0:
             plan.append((lo, hi, 0, 0))
         else:
             plan.append((lo, hi, int(used[0]), int(used[-1]) + 1))
     return plan
+
+
+def _as_array(mask: Tensor | np.ndarray) -> np.ndarray:
+    """The mask as a NumPy array: plans are integer structure, computed outside any graph
+    (reading a tensor's values under ``torch.export`` would be a data-dependent guard).
+    """
+    if isinstance(mask, Tensor):
+        return mask.detach().cpu().numpy()
+    return np.asarray(mask)
 
 
 class BlockPlan:
@@ -84,10 +96,11 @@ class BlockPlan:
 
     __slots__ = ("blocks", "covered", "dense_blocks", "row_sizes")
 
-    def __init__(self, mask: Tensor, groups: int) -> None:
+    def __init__(self, mask: Tensor | np.ndarray, groups: int) -> None:
+        mask = _as_array(mask)
         self.blocks = block_plan(mask, groups)
         area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in self.blocks)
-        self.covered = area / max(mask.numel(), 1)
+        self.covered = area / max(mask.size, 1)
         self.row_sizes = [r1 - r0 for r0, r1, _, _ in self.blocks]
         self.dense_blocks = [bool(mask[r0:r1, c0:c1].all()) for r0, r1, c0, c1 in self.blocks]
 
@@ -103,6 +116,156 @@ def auto_groups(rows: int, cols: int, batch: int) -> int:
         (1, 4)
     """
     return 1 if rows * cols * batch < 2**21 else 4
+
+
+class _BlockSparseLinear(torch.autograd.Function):
+    """The block-sparse product with a backward that writes each gradient once.
+
+    Autograd's own backward of the block slices would zero-fill a full-size gradient per
+    block and add them up; this one computes the widest block's input gradient directly
+    and adds the others in place, and pads each weight-gradient block only where it is
+    empty. The backward is made of differentiable operations (double backward works),
+    follows the forward's autocast precision, and the forward/backward pair is written
+    in the ``setup_context`` style with a generated vmap rule, so ``torch.func`` applies.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, plan: BlockPlan
+    ) -> Tensor:
+        return _blocks_forward(x, weight, bias, mask, plan)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, weight, _bias, mask, plan = inputs
+        ctx.save_for_backward(x, weight, mask)
+        ctx.plan = plan
+        ctx.has_bias = inputs[2] is not None
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mask = ctx.saved_tensors
+        plan: BlockPlan = ctx.plan
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        if _plain_backward(grad):
+            grad = grad.contiguous()
+            grad_x = _input_grad_into(grad, x, weight, mask, plan) if needs_x else None
+            grad_w = _weight_grad_into(grad, x, weight, mask, plan) if needs_w else None
+        else:
+            grad_x = _input_grad(grad, x, weight, mask, plan) if needs_x else None
+            grad_w = _weight_grad(grad, x, weight, mask, plan) if needs_w else None
+        grad_b = None
+        if needs_b and ctx.has_bias:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(dim=0)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _plain_backward(grad: Tensor) -> bool:
+    """Whether the backward may write its results in place with ``out=`` products: not
+    when it is itself differentiated (``create_graph``) or run under a ``torch.func``
+    transform (there is no public test for those; torch's own Function code uses this).
+    """
+    transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return (
+        not torch.is_grad_enabled()
+        and grad.dim() == 2
+        and transforms_active is not None
+        and not transforms_active()
+    )
+
+
+def _input_grad_into(
+    grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, plan: BlockPlan
+) -> Tensor:
+    """:func:`_input_grad` with each block written or accumulated in place."""
+    grad_x = grad.new_empty(x.shape)
+    order = sorted(range(len(plan.blocks)), key=lambda j: plan.blocks[j][2] - plan.blocks[j][3])
+    for rank, j in enumerate(order):
+        r0, r1, c0, c1 = plan.blocks[j]
+        w = _masked_block(weight, mask, plan.blocks[j], plan.dense_blocks[j]).to(grad.dtype)
+        if rank == 0:
+            grad_x[:, :c0].zero_()
+            grad_x[:, c1:].zero_()
+            if c1 > c0:
+                torch.mm(grad[:, r0:r1], w, out=grad_x[:, c0:c1])
+        elif c1 > c0:
+            grad_x[:, c0:c1].addmm_(grad[:, r0:r1], w)
+    return grad_x
+
+
+def _weight_grad_into(
+    grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, plan: BlockPlan
+) -> Tensor:
+    """:func:`_weight_grad` with each block written in place and the rest zeroed."""
+    grad_w = grad.new_empty(weight.shape)
+    inputs = x.to(grad.dtype)
+    gt = grad.t()
+    for (r0, r1, c0, c1), dense in zip(plan.blocks, plan.dense_blocks, strict=True):
+        grad_w[r0:r1, :c0].zero_()
+        grad_w[r0:r1, c1:].zero_()
+        if c1 > c0:
+            torch.mm(gt[r0:r1], inputs[:, c0:c1], out=grad_w[r0:r1, c0:c1])
+            if not dense:
+                grad_w[r0:r1, c0:c1].mul_(mask[r0:r1, c0:c1])
+    return grad_w.to(weight.dtype)
+
+
+def _masked_block(weight: Tensor, mask: Tensor, block: Block, dense: bool) -> Tensor:
+    r0, r1, c0, c1 = block
+    w = weight[r0:r1, c0:c1]
+    return w if dense else w * mask[r0:r1, c0:c1]
+
+
+def _blocks_forward(
+    x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, plan: BlockPlan
+) -> Tensor:
+    outputs = []
+    for block, dense in zip(plan.blocks, plan.dense_blocks, strict=True):
+        r0, r1, c0, c1 = block
+        b = None if bias is None else bias[r0:r1]
+        if c1 == c0:  # rows that see no input: the bias alone
+            zero = x.new_zeros(*x.shape[:-1], r1 - r0)
+            outputs.append(zero if b is None else zero + b)
+            continue
+        outputs.append(F.linear(x[..., c0:c1], _masked_block(weight, mask, block, dense), b))
+    return torch.cat(outputs, dim=-1)
+
+
+def _input_grad(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, plan: BlockPlan) -> Tensor:
+    """∂L/∂x: the widest block written directly, the other blocks added in place."""
+    cols = x.shape[-1]
+    order = sorted(range(len(plan.blocks)), key=lambda j: plan.blocks[j][2] - plan.blocks[j][3])
+    first, rest = order[0], order[1:]
+    r0, r1, c0, c1 = plan.blocks[first]
+    w = _masked_block(weight, mask, plan.blocks[first], plan.dense_blocks[first])
+    grad_x = grad[..., r0:r1] @ w.to(grad.dtype)
+    if c0 > 0 or c1 < cols:
+        grad_x = F.pad(grad_x, (c0, cols - c1))
+    for j in rest:
+        r0, r1, c0, c1 = plan.blocks[j]
+        if c1 > c0:
+            w = _masked_block(weight, mask, plan.blocks[j], plan.dense_blocks[j])
+            grad_x[..., c0:c1] += grad[..., r0:r1] @ w.to(grad.dtype)
+    return grad_x
+
+
+def _weight_grad(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, plan: BlockPlan) -> Tensor:
+    """∂L/∂W block by block, masked, each row group padded only where it is empty."""
+    cols = weight.shape[-1]
+    g = grad.reshape(-1, grad.shape[-1])
+    inputs = x.reshape(-1, cols).to(grad.dtype)
+    rows = []
+    for (r0, r1, c0, c1), dense in zip(plan.blocks, plan.dense_blocks, strict=True):
+        if c1 == c0:
+            rows.append(g.new_zeros(r1 - r0, cols))
+            continue
+        block = g[:, r0:r1].t() @ inputs[:, c0:c1]
+        if not dense:
+            block = block * mask[r0:r1, c0:c1]
+        rows.append(F.pad(block, (c0, cols - c1)) if c0 > 0 or c1 < cols else block)
+    return torch.cat(rows, dim=0).to(weight.dtype)
 
 
 def masked_linear(
@@ -134,18 +297,6 @@ def masked_linear(
     """
     if plan is None:
         return F.linear(x, weight * mask, bias)
-    pieces = weight.split(plan.row_sizes, dim=0)
-    biases = bias.split(plan.row_sizes) if bias is not None else [None] * len(pieces)
-    outputs = []
-    for (r0, r1, c0, c1), dense, piece, b in zip(
-        plan.blocks, plan.dense_blocks, pieces, biases, strict=True
-    ):
-        if c1 == c0:  # rows that see no input: the bias alone
-            zero = x.new_zeros(*x.shape[:-1], r1 - r0)
-            outputs.append(zero if b is None else zero + b)
-            continue
-        w = piece[:, c0:c1]
-        if not dense:
-            w = w * mask[r0:r1, c0:c1]
-        outputs.append(F.linear(x[..., c0:c1], w, b))
-    return torch.cat(outputs, dim=-1)
+    if torch.jit.is_tracing():  # the tracer cannot record a Python autograd Function
+        return _blocks_forward(x, weight, bias, mask, plan)  # same blocks, autograd's backward
+    return _BlockSparseLinear.apply(x, weight, bias, mask, plan)

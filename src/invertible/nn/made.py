@@ -100,7 +100,7 @@ class MADE(nn.Module):
         tensor([2, 1, 0])
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (validation, layers, masks and degrees of every mask set)
         self,
         features: int,
         hidden_features: Sequence[int] = (512, 512),
@@ -229,9 +229,11 @@ class MADE(nn.Module):
 
     def _refresh(self) -> None:
         self._plans: dict[tuple[int, int, int], BlockPlan] = {}
+        self._mask_arrays = []
         if self.orderings.device.type == "meta":
             return
         self._mask = int(self.mask_index)
+        self._mask_arrays = [mask.cpu().numpy() for mask in self._masks]
         self._orders: list[list[int]] = self.orderings.tolist()
         self._bounds: list[list[list[int]]] = []  # [mask][layer]: units of degree d: [d]:[d+1]
         D = self.features
@@ -264,7 +266,7 @@ class MADE(nn.Module):
         key = (index, self._mask, groups)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = BlockPlan(self._masks[index][self._mask], groups)
+            plan = self._plans[key] = BlockPlan(self._mask_arrays[index][self._mask], groups)
         return None if plan.covered > DENSE_ABOVE else plan
 
     def _linear(self, index: int, h: Tensor) -> Tensor:
@@ -412,9 +414,11 @@ class MADE(nn.Module):
             extras[i] = extras_i
         return values, [extras[i] for i in order]
 
-    def _autoregress_incremental(
+    def _autoregress_incremental(  # noqa: PLR0915
         self, step: Step, batch: int, context: Tensor | None, like: Tensor
     ) -> tuple[Tensor, list[Any]]:
+        # One function on purpose: the D-step loop is the hot path of sampling, and local
+        # closures over the accumulators avoid attribute look-ups and calls per step.
         D, P = self.features, self.num_params
         weights = self.weights()
         layers, act = self.layers, self.activation
@@ -515,6 +519,7 @@ class MADE(nn.Module):
         return values, extras
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return (
             f"features={self.features}, hidden={self.hidden_widths}, "
             f"num_params={self.num_params}, context_features={self.context_features}, "

@@ -79,6 +79,7 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """The network's output for ``x`` (and the context, when given)."""
         if context is not None:
             x = torch.cat([x, context], dim=-1)
         return super().forward(x)

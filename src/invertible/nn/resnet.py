@@ -65,6 +65,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, h: Tensor) -> Tensor:
+        """The network's output for ``x`` (and the context, when given)."""
         return h + self.body(h)
 
 
@@ -121,5 +122,6 @@ class ResNet(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The network's output for ``x`` (and the context, when given)."""
         h = self.blocks(self.stem(x))
         return self.head(self.head_activation(self.head_norm(h)))

@@ -322,7 +322,8 @@ class CausalWaveNet(nn.Module):
 
     def _step_weights(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Per layer: the dilated taps as one ``[k·C, 2G]`` matrix with its bias, and the
-        residual 1×1 as ``[G, C]`` with its bias (transposed once per sequence)."""
+        residual 1×1 as ``[G, C]`` with its bias (transposed once per sequence).
+        """
         C = self.residual_channels
         weights = []
         for conv, rs in zip(self.dilated, self.res_skip):
@@ -333,7 +334,8 @@ class CausalWaveNet(nn.Module):
 
     def _skip_weights(self) -> tuple[Tensor, Tensor]:
         """The skip halves of every layer's 1×1 stacked, ``[L·G, S]``, and their summed bias:
-        per step all skips come from one matmul over the concatenated gate outputs."""
+        per step all skips come from one matmul over the concatenated gate outputs.
+        """
         C = self.residual_channels
         weight = torch.cat([rs.weight[C:, :, 0].t() for rs in self.res_skip], dim=0)
         bias = torch.stack([rs.bias[C:] for rs in self.res_skip]).sum(dim=0)
@@ -410,6 +412,7 @@ class CausalWaveNet(nn.Module):
         return network
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return (
             f"num_params={self.num_params}, layers={len(self.dilations)}, "
             f"receptive_field={self.receptive_field}, mel_channels={self.mel_channels}, "

@@ -194,7 +194,7 @@ class MixtureMADE(nn.Module):
         return self._split(self.made(x, context))
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        """log p(z), one parallel MADE pass; shape ``[batch]``."""
+        """Log p(z), one parallel MADE pass; shape ``[batch]``."""
         log_weights, means, log_scales = self.conditionals(z, context)
         standard = (z.unsqueeze(-1) - means) * (-log_scales).exp()
         log_normal = -0.5 * standard.square() - log_scales - 0.5 * math.log(2 * math.pi)
@@ -219,6 +219,7 @@ class MixtureMADE(nn.Module):
         return self.rsample(n, context)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"event_shape={self.event_shape}, components={self.components}"
 
 

@@ -22,7 +22,7 @@ from invertible.presets.coupling import NICE
 from invertible.transforms.image import MultiScale, Reshape
 from invertible.transforms.preprocessing import Logit, bits_per_dim
 
-__all__ = ["NICEImage", "RealNVPImage", "save_image_grid"]
+__all__ = ["NICEImage", "RealNVPImage", "save_image_grid", "tile_images"]
 
 
 class _ImageFlow(Flow, preset=False):
@@ -178,6 +178,30 @@ class NICEImage(_ImageFlow):
         self.levels = levels
 
 
+def tile_images(
+    images: np.ndarray, *, nrow: int | None = None, padding: int = 1, fill: float = 1.0
+) -> np.ndarray:
+    """Images ``[N, H, W, C]`` on one canvas, ``nrow`` per row (default ⌈√N⌉).
+
+    ``padding`` pixels of ``fill`` lie between and around the images. The one tiling of
+    the library: sample grids, patch grids and PNG grids all use it.
+
+    Example:
+        >>> tile_images(np.zeros((5, 2, 3, 1))).shape
+        (7, 13, 1)
+    """
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / nrow))
+    shape = (rows * (h + padding) + padding, nrow * (w + padding) + padding, c)
+    canvas = np.full(shape, fill, dtype=np.float64)
+    for i, image in enumerate(images):
+        top = padding + (i // nrow) * (h + padding)
+        left = padding + (i % nrow) * (w + padding)
+        canvas[top : top + h, left : left + w] = image
+    return canvas
+
+
 def save_image_grid(
     images: Tensor | np.ndarray,
     path: str | Path,
@@ -203,22 +227,17 @@ def save_image_grid(
         >>> out.suffix
         '.png'
     """
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415 (heavy; only this writer needs it)
 
     array = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
     if array.ndim != 4 or array.shape[1] not in (1, 3):
         raise ValueError(f"images: expected [N, 1 or 3, H, W], got shape {array.shape}")
-    n, c, h, w = array.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    grid = np.zeros((c, rows * (h + padding) + padding, nrow * (w + padding) + padding))
-    for i in range(n):
-        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
-        grid[:, top : top + h, left : left + w] = array[i]
+    c = array.shape[1]
+    grid = tile_images(array.transpose(0, 2, 3, 1), nrow=nrow, padding=padding, fill=0.0)
     pixels = (np.clip(np.nan_to_num(grid), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if scale > 1:
-        pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
-    image = Image.fromarray(pixels[0] if c == 1 else pixels.transpose(1, 2, 0))
+        pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

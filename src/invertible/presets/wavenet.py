@@ -74,9 +74,11 @@ class IIDSequence(nn.Module):
         self.hop_length = hop_length
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each sequence ``[batch, T]`` (i.i.d. elements), shape ``[batch]``."""
         return self.element.log_prob(z.reshape(-1, 1)).view(z.shape).sum(dim=1)
 
     def rsample(self, n: int, context: Tensor | None = None, length: int | None = None) -> Tensor:
+        """``n`` i.i.d. sequences ``[n, length]`` (default: the context's or ``T``)."""
         if length is None:
             frames = context.shape[-1] if context is not None and self.hop_length else 0
             length = frames * self.hop_length or self.event_shape[0]
@@ -91,6 +93,7 @@ class IIDSequence(nn.Module):
         return self.entropy_rate() * (self.event_shape[0] if length is None else length)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"length={self.event_shape[0]}, hop_length={self.hop_length}"
 
 
@@ -450,7 +453,8 @@ class LinearPredictionAR(SequenceFlow):
     r"""The classical linear-prediction baseline AR(p) as a flow.
 
     x_t = Σ_{k=1}^p a_k x_{t−k} + c + σ·u_t, u_t ~ N(0, 1) (``base="normal"``) or Laplace
-    (``base="laplace"``, σ = the Laplace scale b), with x_{<0} = 0: a causal linear
+    (``base="laplace"``, σ = the Laplace scale b), with x_{<0} = 0 (p = 0: the i.i.d.
+    model, mean c): a causal linear
     convolution and a learned scale, i.e. a :class:`~invertible.WaveNetAutoregressive`
     in MAF mode without residual layers. ``log_prob`` is one parallel pass (the same code
     that evaluates the teacher); ``sample`` is sequential. :meth:`fit_least_squares` sets
@@ -471,8 +475,8 @@ class LinearPredictionAR(SequenceFlow):
     """
 
     def __init__(self, order: int = 32, *, base: str = "normal", length: int = 16000) -> None:
-        if order < 1:
-            raise ValueError(f"order: expected >= 1, got {order}")
+        if order < 0:
+            raise ValueError(f"order: expected >= 0, got {order}")
         layer = WaveNetAutoregressive(
             mode="maf", elementwise=Affine(None), dilations=(), linear_order=order
         )
@@ -481,30 +485,41 @@ class LinearPredictionAR(SequenceFlow):
 
     @property
     def coefficients(self) -> Tensor:
-        """a_1..a_p (a_k multiplies x_{t−k})."""
-        return self.transform.net.linear_weight  # type: ignore[return-value]
+        """a_1..a_p (a_k multiplies x_{t−k}); empty for order 0."""
+        net = self.transform.net
+        if not net.linear_order:  # type: ignore[union-attr]
+            return net.out_bias.new_zeros(0)  # type: ignore[union-attr]
+        return net.linear_weight  # type: ignore[return-value]
 
     @property
     def log_scale(self) -> Tensor:
-        """log σ of the residual law."""
+        """Log σ of the residual law."""
         return self.transform.net.out_bias[1]  # type: ignore[index]
 
-    def fit_least_squares(self, utterances: Tensor | Iterable[Tensor]) -> LinearPredictionAR:
+    def fit_least_squares(
+        self, utterances: Tensor | Iterable[Tensor] | None, fit: dict[str, Any] | None = None
+    ) -> LinearPredictionAR:
         """Fit (a, c) by least squares on ``utterances`` and σ by maximum likelihood.
 
         Args:
             utterances: a ``[N, T]`` tensor or an iterable of 1-D waveforms (any lengths).
+            fit: a :func:`linear_prediction_least_squares` result of this order to use
+                instead (models of one order share one fit; ``utterances`` is then unused).
 
         Returns:
             ``self``, fitted.
         """
         laplace = isinstance(self.base.element, StandardLaplace)  # type: ignore[union-attr]
-        fit = linear_prediction_least_squares(utterances, self.config["order"])
+        if fit is None:
+            fit = linear_prediction_least_squares(utterances, self.config["order"])  # type: ignore[arg-type]
         scale = fit["mean_abs_residual"] if laplace else math.sqrt(fit["mean_square_residual"])
         net = self.transform.net  # type: ignore[union-attr]
-        net.set_linear_prediction(fit["coefficients"], fit["bias"])
+        if self.config["order"]:
+            net.set_linear_prediction(fit["coefficients"], fit["bias"])
         with torch.no_grad():
             net.out_bias.zero_()
+            if not self.config["order"]:  # order 0: the mean is the output bias itself
+                net.out_bias[0] = fit["bias"]
             net.out_bias[1] = math.log(scale)
         return self
 
@@ -524,6 +539,8 @@ def _as_rows(utterances: Tensor | Iterable[Tensor]) -> list[Tensor]:
 
 def _lag_design(x: Tensor, order: int) -> Tensor:
     """Rows [x_{t−1}, ..., x_{t−p}, 1] for t = 0..T−1 (x_{<0} = 0), ``[T, p + 1]``."""
+    if order == 0:
+        return x.new_ones(x.numel(), 1)
     lags = F.pad(x, (order, 0)).unfold(0, order, 1)[: x.numel()].flip(1)
     return torch.cat([lags, lags.new_ones(x.numel(), 1)], dim=1)
 

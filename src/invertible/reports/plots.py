@@ -28,6 +28,7 @@ import torch
 
 from invertible.evaluation.audio import log_mel_spectrogram
 from invertible.evaluation.sampling import sample_images
+from invertible.presets.image import tile_images
 from invertible.transforms.preprocessing import bits_per_dim
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "plot_samples",
     "plot_training_curves",
     "save_spectrogram_png",
-    "tile",
 ]
 
 
@@ -52,24 +52,6 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def tile(images: np.ndarray, *, fill: float = 1.0) -> np.ndarray:
-    """Images ``[N, H, W, C]`` on a square canvas ``[k(H+1)+1, k(W+1)+1, C]``, k = ⌈√N⌉,
-    one pixel of ``fill`` between and around them.
-
-    Example:
-        >>> tile(np.zeros((5, 2, 3, 1))).shape
-        (10, 13, 1)
-    """
-    n, h, w, c = images.shape
-    k = math.ceil(math.sqrt(n))
-    canvas = np.full((k * (h + 1) + 1, k * (w + 1) + 1, c), fill, dtype=np.float64)
-    for i, img in enumerate(images):
-        r, col = divmod(i, k)
-        top, left = 1 + r * (h + 1), 1 + col * (w + 1)
-        canvas[top : top + h, left : left + w] = img
-    return canvas
 
 
 def plot_training_curves(
@@ -211,7 +193,7 @@ def plot_patch_grid(
                 stretched.append(np.clip((img - lo) / (hi - lo + 1e-12), 0, 1))
             else:
                 stretched.append(np.zeros_like(img))
-        canvas = tile(np.stack(stretched)[..., None])[..., 0]
+        canvas = tile_images(np.stack(stretched)[..., None])[..., 0]
         ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
@@ -226,7 +208,7 @@ def plot_image_grid(
     imgs = imgs.astype(np.float64) / (levels - 1) if imgs.dtype == np.uint8 else imgs
     imgs = np.clip(imgs, 0, 1)
     c = imgs.shape[1]
-    canvas = tile(imgs.transpose(0, 2, 3, 1))
+    canvas = tile_images(imgs.transpose(0, 2, 3, 1))
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None)
     ax.axis("off")
@@ -384,6 +366,8 @@ def plot_run(
     """
     out = Path(out)
     paths = [plot_training_curves({name: history}, out / "training_curves.png")]
+    if isinstance(data.train, list):  # whole utterances: samples are `invertible sample`'s job
+        return paths
     if data.train.dtype != np.uint8:
         path = plot_samples(flow, data, out / "samples.png", title=name)
         return paths + ([path] if path is not None else [])

@@ -72,6 +72,7 @@ from invertible.checkpoint import (
 from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval, dequantize_step
+from invertible.presets.wavenet import SequenceFlow
 from invertible.tensors import as_tensor, dtype_device, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
@@ -228,7 +229,10 @@ class Trainer:
         self.train_x: Tensor | None = None
         if self.source is None:
             self.train_x = as_tensor(data.train, self.device, store)
-        val = getattr(data, "val", None)
+        # a source with its own validation batches (e.g. SpeechData: fixed-noise crops of
+        # utterances of any length) is validated on those, never on its raw ``val``
+        own_val = self.source is not None and callable(getattr(data, "val_batches", None))
+        val = None if own_val else getattr(data, "val", None)
         self.val_x: Tensor | None = None
         if val is not None and len(val) > 0:
             if self.config.val_max_rows is not None:
@@ -298,7 +302,9 @@ class Trainer:
             if x is None:
                 continue
             event = self.flow.event_shape
-            if tuple(x.shape[1:]) != tuple(event):
+            if isinstance(self.flow, SequenceFlow) and x.dim() == 2:
+                pass  # a sequence flow models waveforms [batch, T] of any length T
+            elif tuple(x.shape[1:]) != tuple(event):
                 raise ValueError(
                     f"{name} data has shape {list(x.shape)} but the flow models events of shape "
                     f"{list(event)}; build the model with features={x.shape[1]}"

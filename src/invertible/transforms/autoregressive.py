@@ -118,6 +118,7 @@ class AffineAutoregressive(Transform):
 
     @property
     def features(self) -> int:
+        """Number of coordinates D."""
         return self.made.features
 
     def set_mask(self, index: int) -> None:
@@ -150,7 +151,9 @@ class AffineAutoregressive(Transform):
         shift, log_scale = self.elementwise(torch.zeros_like(values), params)
         return shift, log_scale
 
-    def _sequential(self, values: Tensor, context: Tensor | None, *, inverse: bool):
+    def _sequential(
+        self, values: Tensor, context: Tensor | None, *, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
 
         def step(i: int, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,21 +165,26 @@ class AffineAutoregressive(Transform):
         )
         return out, torch.stack(ladjs, dim=1).sum(dim=1)
 
-    def _parallel(self, values: Tensor, context: Tensor | None, *, inverse: bool):
+    def _parallel(
+        self, values: Tensor, context: Tensor | None, *, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         params = self.made(values, context)
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
         out, ladj = step_map(values, params)
         return out, ladj.sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction u → x: one parallel MADE pass (IAF), sequential (MAF)."""
         if self.mode == "iaf":
             return self._parallel(z, context, inverse=False)
         return self._sequential(z, context, inverse=False)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → u: one parallel MADE pass (MAF), sequential (IAF)."""
         if self.mode == "maf":
             return self._parallel(x, context, inverse=True)
         return self._sequential(x, context, inverse=True)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"mode={self.mode!r}, sequential={self.sequential!r}"

@@ -164,9 +164,11 @@ class Coupling(Transform):
         return out, ladj.sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return self._run(z, context, inverse=False)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return self._run(x, context, inverse=True)
 
 

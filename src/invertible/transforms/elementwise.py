@@ -38,9 +38,11 @@ class ElementwiseMap(nn.Module):
     num_params: int = 1
 
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """X = g(z; params) and the elementwise log|dx/dz| (shape of ``z``)."""
         raise NotImplementedError
 
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Z = g⁻¹(x; params) and the elementwise log|dz/dx| (shape of ``x``)."""
         raise NotImplementedError
 
 
@@ -56,10 +58,12 @@ class Additive(ElementwiseMap):
     num_params = 1
 
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """X = g(z; params) and the elementwise log|dx/dz| (shape of ``z``)."""
         shift = params[..., 0]
         return z + shift, z.new_zeros(()).expand_as(z)
 
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Z = g⁻¹(x; params) and the elementwise log|dz/dx| (shape of ``x``)."""
         shift = params[..., 0]
         return x - shift, x.new_zeros(()).expand_as(x)
 
@@ -90,11 +94,13 @@ class Affine(ElementwiseMap):
     # Few elementwise kernels (each is a pass over the batch forward and again backward):
     # one ``unbind`` instead of two selects, ``addcmul`` for the forward map.
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """X = g(z; params) and the elementwise log|dx/dz| (shape of ``z``)."""
         shift, raw = params.unbind(-1)
         log_scale = soft_clamp(raw, self.log_scale_bound)
         return torch.addcmul(shift, z, log_scale.exp()), log_scale
 
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Z = g⁻¹(x; params) and the elementwise log|dz/dx| (shape of ``x``)."""
         shift, raw = params.unbind(-1)
         bound = self.log_scale_bound
         # -soft_clamp(raw, bound), with the sign folded into the scale factor (one pass less)
@@ -102,6 +108,7 @@ class Affine(ElementwiseMap):
         return (x - shift) * neg_log_scale.exp(), neg_log_scale
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"log_scale_bound={self.log_scale_bound}"
 
 
@@ -130,14 +137,17 @@ class Gated(ElementwiseMap):
         self.gate_bias = gate_bias
 
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """X = g(z; params) and the elementwise log|dx/dz| (shape of ``z``)."""
         mean, gate = params[..., 0], params[..., 1] + self.gate_bias
         sigma = gate.sigmoid()
         return sigma * z + (1 - sigma) * mean, F.logsigmoid(gate)
 
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Z = g⁻¹(x; params) and the elementwise log|dz/dx| (shape of ``x``)."""
         mean, gate = params[..., 0], params[..., 1] + self.gate_bias
         sigma = gate.sigmoid()
         return (x - (1 - sigma) * mean) / sigma, -F.logsigmoid(gate)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"gate_bias={self.gate_bias}"

@@ -86,9 +86,11 @@ class Squeeze(Transform):
     """
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return unsqueeze2x2(z), z.new_zeros(z.shape[0])
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return squeeze2x2(x), x.new_zeros(x.shape[0])
 
 
@@ -116,12 +118,15 @@ class Reshape(Transform):
             raise ValueError(f"Reshape: {self.in_shape} and {self.out_shape} differ in size")
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return z.reshape(z.shape[0], *self.out_shape), z.new_zeros(z.shape[0])
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return x.reshape(x.shape[0], *self.in_shape), x.new_zeros(x.shape[0])
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
 
 
@@ -269,12 +274,15 @@ class CheckerboardCoupling(ImageCoupling):
         return out, _sum_event(torch.where(kept, torch.zeros_like(ladj), ladj))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return self._run(z, inverse=False)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return self._run(x, inverse=True)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"parity={self.parity}, log_scale={self.log_scale_mode!r}"
 
 
@@ -343,12 +351,15 @@ class ChannelCoupling(ImageCoupling):
         return torch.cat(parts, dim=1), _sum_event(ladj)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return self._run(z, inverse=False)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return self._run(x, inverse=True)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"parity={self.parity}, log_scale={self.log_scale_mode!r}"
 
 
@@ -383,16 +394,19 @@ class FactorOut(Transform):
         return values[:, : self.factored], values[:, self.factored :]
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         out, rest = self._split(z)
         rest, ladj = self.transform(rest, context)
         return torch.cat([out, rest], dim=1), ladj
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         out, rest = self._split(x)
         rest, ladj = self.transform.inverse(rest, context)
         return torch.cat([out, rest], dim=1), ladj
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"factored={self.factored}"
 
 

@@ -54,10 +54,12 @@ class Rescaling(Transform):
         self.log_scale = nn.Parameter(torch.zeros(features))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         x = z * _broadcast(self.log_scale, z).exp()
         return x, self.log_scale.sum().expand(z.shape[0]) * _positions(z)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         z = x * _broadcast(-self.log_scale, x).exp()
         return z, -self.log_scale.sum().expand(x.shape[0]) * _positions(x)
 
@@ -96,10 +98,12 @@ class ActNorm(Transform):
         self.initialized.fill_(True)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         x = z * _broadcast(self.log_scale, z).exp() + _broadcast(self.shift, z)
         return x, self.log_scale.sum().expand(z.shape[0]) * _positions(z)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         if self.training and not bool(self.initialized) and x.shape[0] > 1:
             self._initialize(x)
         z = (x - _broadcast(self.shift, x)) * _broadcast(-self.log_scale, x).exp()
@@ -161,18 +165,21 @@ class BatchNorm(Transform):
         return per_feature.sum().expand(values.shape[0]) * _positions(values)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         mean, var = self._statistics(x)
         scale = self.log_gamma.exp() * (var + self.eps).rsqrt()
         z = (x - _broadcast(mean, x)) * _broadcast(scale, x) + _broadcast(self.beta, x)
         return z, self._log_det_inverse(var, x)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         mean, var = self.running_mean, self.running_var
         scale = (-self.log_gamma).exp() * (var + self.eps).sqrt()
         x = (z - _broadcast(self.beta, z)) * _broadcast(scale, z) + _broadcast(mean, z)
         return x, -self._log_det_inverse(var, z)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"features={self.beta.numel()}, momentum={self.momentum}, eps={self.eps}"
 
 
@@ -192,7 +199,8 @@ def is_distributed() -> bool:
 
 class _AllReduceSum(torch.autograd.Function):
     """Sum over processes whose backward is again the sum over processes of the gradients
-    (the gradient of ``sum_r f_r(S)`` with respect to each process's contribution to S)."""
+    (the gradient of ``sum_r f_r(S)`` with respect to each process's contribution to S).
+    """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, tensor: Tensor) -> Tensor:  # type: ignore[override]
@@ -248,7 +256,8 @@ class SyncBatchNorm(BatchNorm):
 
 class SyncActNorm(ActNorm):
     """:class:`~invertible.ActNorm` whose data-dependent initialisation uses the global batch
-    (mean and unbiased standard deviation over all processes' first batches)."""
+    (mean and unbiased standard deviation over all processes' first batches).
+    """
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:

@@ -35,9 +35,11 @@ class Permutation(Transform):
         self.register_buffer("inverse_permutation", torch.argsort(permutation))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return z.index_select(1, self.permutation), z.new_zeros(z.shape[0])
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return x.index_select(1, self.inverse_permutation), x.new_zeros(x.shape[0])
 
 

@@ -125,12 +125,15 @@ class ToUnitInterval(Transform):
         return values.new_full((values.shape[0],), features * math.log(self.levels))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         return z * self.levels, self._log_det(z)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         return x / self.levels, -self._log_det(x)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"levels={self.levels}"
 
 
@@ -177,6 +180,7 @@ class Logit(Transform):
         return values.flatten(1).sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Generative direction z → x: returns ``(x, log|det ∂x/∂z|)`` (cost: see the class)."""
         scale = 1.0 - 2.0 * self.lam
         x = (torch.sigmoid(z) - self.lam) / scale
         constant = math.prod(x.shape[1:]) * math.log(scale)
@@ -184,6 +188,7 @@ class Logit(Transform):
         return x, ladj
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalizing direction x → z: returns ``(z, log|det ∂z/∂x|)`` (cost: see the class)."""
         scale = 1.0 - 2.0 * self.lam
         s = self.lam + scale * x
         y = torch.log(s) - torch.log1p(-s)
@@ -192,4 +197,5 @@ class Logit(Transform):
         return y, ladj
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"lam={self.lam}"

@@ -171,13 +171,17 @@ class WaveNetAutoregressive(Transform):
         # The maps are affine in u: at u = 0 they give the shift, their log-derivative the scale.
         return self.elementwise(torch.zeros_like(values), params)
 
-    def _parallel(self, values: Tensor, context: Tensor | None, *, inverse: bool):
+    def _parallel(
+        self, values: Tensor, context: Tensor | None, *, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         params = self.net(values, context)
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
         out, ladj = step_map(values, params)
         return out, ladj.sum(dim=1)
 
-    def _sequential(self, values: Tensor, context: Tensor | None, *, inverse: bool):
+    def _sequential(
+        self, values: Tensor, context: Tensor | None, *, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
 
         def step(t: int, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,18 +194,19 @@ class WaveNetAutoregressive(Transform):
         return out, ladj
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """u → x: one parallel pass in IAF mode, T sequential steps in MAF mode."""
+        """U → x: one parallel pass in IAF mode, T sequential steps in MAF mode."""
         self._check("z", z, context)
         if self.mode == "iaf":
             return self._parallel(z, context, inverse=False)
         return self._sequential(z, context, inverse=False)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x → u: one parallel pass in MAF mode, T sequential steps in IAF mode."""
+        """X → u: one parallel pass in MAF mode, T sequential steps in IAF mode."""
         self._check("x", x, context)
         if self.mode == "maf":
             return self._parallel(x, context, inverse=True)
         return self._sequential(x, context, inverse=True)
 
     def extra_repr(self) -> str:
+        """The summary ``repr`` shows for this module."""
         return f"mode={self.mode!r}, sequential={self.sequential!r}"

@@ -71,7 +71,7 @@ def interrupted_message(command: str, out: Any) -> str:
     """What Ctrl-C leaves: the saved state of a run and the exact command to resume it."""
     state = Path(out) / "training" / "training_state.json" if out is not None else None
     if command != "train" or state is None or not state.is_file():
-        return "interrupted: nothing more was saved"
+        return "interrupted"
     try:
         step = json.loads(state.read_text())["loop"]["step"]
     except (OSError, ValueError, KeyError):

@@ -288,7 +288,13 @@ def run_lecture(
         try:
             seconds_left = max(0.0, deadline - time.perf_counter())
             add_distillation(
-                report, maf, data, out_dir=out, seconds_left=seconds_left, tiny=tiny, seed=seed,
+                report,
+                maf,
+                data,
+                out_dir=out,
+                seconds_left=seconds_left,
+                tiny=tiny,
+                seed=seed,
                 progress=progress,
             )
         except Exception as e:  # the distillation must not lose the report of the others

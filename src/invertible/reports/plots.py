@@ -89,9 +89,7 @@ def plot_training_curves(
             if r.get(key) is not None and r.get("event", "eval") == "eval"
         ]
         if len(vals) > 10:
-            last = [
-                r[key] for h in histories.values() for r in h[-3:] if r.get(key) is not None
-            ]
+            last = [r[key] for h in histories.values() for r in h[-3:] if r.get(key) is not None]
             lo, hi = min(np.percentile(vals, 10), *last), max(vals)  # the ends stay in view
             pad = 0.1 * (hi - lo) + 1e-6
             a.set_ylim(lo - pad, hi + pad)

@@ -12,6 +12,7 @@ from invertible.checkpoint import save as save
 from invertible.core import *
 from invertible.distillation import DistillResult as DistillResult
 from invertible.distillation import distill as distill
+from invertible.distillation import make_wavenet_student as make_wavenet_student
 from invertible.distributions import *
 from invertible.evaluation import evaluate as evaluate
 from invertible.nn import MLP as MLP

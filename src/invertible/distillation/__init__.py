@@ -2,8 +2,11 @@
 
 - :mod:`~invertible.distillation.losses`: the three estimators of KL(S‖T) and the data
   term, as a loss object (:class:`DistillationLoss`) run by the shared training loop;
+- :mod:`~invertible.distillation.sequence`: the per-sample estimators for WaveNet teachers
+  and students (Parallel WaveNet's conditional Monte Carlo, ClariNet's closed form) and the
+  power loss;
 - :mod:`~invertible.distillation.run`: :func:`distill` and :class:`DistillResult`;
-- :mod:`~invertible.distillation.students`: :func:`make_student`;
+- :mod:`~invertible.distillation.students`: :func:`make_student`, :func:`make_wavenet_student`;
 - :mod:`~invertible.distillation.compare`: :func:`evaluate_student`;
 - :mod:`~invertible.distillation.diagnostics`: :func:`gradient_variance`.
 """
@@ -19,12 +22,26 @@ from invertible.distillation.losses import (
     gaussian_kl,
 )
 from invertible.distillation.run import DistillResult, StudentBatches, distill
-from invertible.distillation.students import make_student
+from invertible.distillation.sequence import (
+    SEQUENCE_LOSSES,
+    SequenceDistillationLoss,
+    power_loss,
+    sequence_distillation_losses,
+    time_averaged_spectrum,
+)
+from invertible.distillation.students import (
+    WAVENET_STUDENT_SIZES,
+    make_student,
+    make_wavenet_student,
+)
 
 __all__ = [
     "LOSSES",
+    "SEQUENCE_LOSSES",
+    "WAVENET_STUDENT_SIZES",
     "DistillResult",
     "DistillationLoss",
+    "SequenceDistillationLoss",
     "StudentBatches",
     "check_closed_form",
     "distill",
@@ -34,4 +51,8 @@ __all__ = [
     "gaussian_kl",
     "gradient_variance",
     "make_student",
+    "make_wavenet_student",
+    "power_loss",
+    "sequence_distillation_losses",
+    "time_averaged_spectrum",
 ]

@@ -13,6 +13,12 @@ from torch import Tensor
 
 from invertible.core import Flow, validation
 from invertible.distillation.losses import LOSSES, DistillationLoss, check_closed_form, frozen
+from invertible.distillation.sequence import (
+    SEQUENCE_LOSSES,
+    SequenceDistillationLoss,
+    check_sequence_pair,
+    is_sequence_pair,
+)
 from invertible.training.config import TrainConfig
 from invertible.training.loop import Trainer
 
@@ -26,6 +32,10 @@ HISTORY_KEYS = (
     "entropy",
     "loss",
     "anchor",
+    "power",
+    "rms_ratio",
+    "teacher_ll_student",
+    "teacher_ll_real",
     "lr",
     "grad_norm",
     "time",
@@ -42,7 +52,11 @@ class DistillResult:
         history: per-step lists: ``step``, ``kl`` (estimate of KL(S‖T)), ``cross_entropy``
             (estimate of H(S,T)), ``entropy`` (estimate of H(S)), ``loss`` (what was
             minimised, KL plus regulariser and data term), ``anchor`` (data term, if any),
-            ``lr``, ``grad_norm`` (before clipping), ``time`` (seconds since the start).
+            ``lr``, ``grad_norm`` (before clipping), ``time`` (seconds since the start);
+            for sequences also ``power`` (power loss), ``rms_ratio`` (student/real RMS),
+            ``teacher_ll_student`` and ``teacher_ll_real`` (the teacher's log-likelihood of
+            the student's samples and of real crops). Sequence figures are nats per sample;
+            a series is NaN on steps it was not computed.
         wall_time: total seconds.
         config: the arguments of the run (JSON-serialisable).
     """
@@ -79,9 +93,10 @@ class StudentBatches:
         return self.context[index.to(self.context.device)]
 
 
-def _check(steps: int, batch_size: int, schedule: str, loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+def _check(steps: int, batch_size: int, schedule: str, loss: str, sequence: bool) -> None:
+    names = SEQUENCE_LOSSES if sequence else LOSSES
+    if loss not in names:
+        raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(names)}")
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if schedule not in ("cosine", "constant"):
@@ -109,6 +124,14 @@ def distill(
     progress: bool = True,
     seed: int | None = 0,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    max_time: float | None = None,
+    length: int | None = None,
+    warmup: int | None = None,
+    draws: int = 4,
+    log_scale_floor: float | None = None,
+    power_loss: float = 0.0,
+    real: Tensor | None = None,
+    monitor_every: int = 10,
 ) -> DistillResult:
     r"""Train ``student`` to minimise KL(student ‖ teacher) with the teacher frozen.
 
@@ -154,6 +177,25 @@ def distill(
         seed: seed of the run's random numbers (the global RNG state is restored after);
             ``None`` uses the global RNG as it is.
         callback: called as ``callback(step, record)`` after each step.
+        max_time: stop after this many seconds (the schedule follows whichever of
+            ``steps`` and ``max_time`` runs out first).
+        length: sequences only: samples per student sequence (default: the student's
+            ``length``).
+        warmup: sequences only: leading steps left out of every figure (default: the
+            teacher's receptive field, at most half of ``length``).
+        draws: sequences only: draws of each x_t for ``loss="conditional-mc"``.
+        log_scale_floor: sequences only: floor of the log-scales inside the closed-form
+            loss (``None``: none; ClariNet used −7 on its scale).
+        power_loss: sequences only: weight of the power loss against ``real``.
+        real: sequences only: ``[N, T]`` real audio crops for the power loss and the
+            real-audio monitors.
+        monitor_every: sequences only: steps between the real-audio monitors.
+
+    Sequence flows (a :class:`~invertible.WaveNetMAF` or
+    :class:`~invertible.LinearPredictionAR` teacher, a :class:`~invertible.WaveNetIAF`
+    student) use the per-sample estimators of :mod:`invertible.distillation.sequence`,
+    which add ``loss="conditional-mc"`` (Parallel WaveNet) and take ``"closed-form"`` for
+    Gaussian conditionals; every figure is then in nats per sample.
 
     Returns:
         A :class:`DistillResult` with the per-step history and the wall time.
@@ -166,26 +208,43 @@ def distill(
         >>> len(r.history["kl"])
         5
     """
-    _check(steps, batch_size, schedule, loss)
-    closed = check_closed_form(teacher, student) if loss == "closed-form" else None
+    sequence = is_sequence_pair(teacher, student)
+    _check(steps, batch_size, schedule, loss, sequence)
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
         raise ValueError("student: no trainable parameters")
-    objective = DistillationLoss(
-        teacher, loss, regularizer=regularizer, data_anchor=data_anchor, data=data,
-        anchor=anchor, anchor_batch_size=anchor_batch_size, anchor_every=anchor_every,
-        closed_form_layers=closed,
-    )  # fmt: skip
     config = {
         "steps": steps, "batch_size": batch_size, "loss": loss, "lr": lr,
         "grad_clip": grad_clip, "schedule": schedule, "data_anchor": data_anchor,
         "anchor": anchor if data_anchor else None, "anchor_every": anchor_every,
-        "regularizer": regularizer, "seed": seed,
+        "regularizer": regularizer, "seed": seed, "max_time": max_time,
     }  # fmt: skip
+    if sequence:
+        if data_anchor:
+            raise ValueError("data_anchor: not supported for sequences; use power_loss")
+        check_sequence_pair(teacher, student, loss)
+        length = student.length if length is None else length  # type: ignore[attr-defined]
+        if warmup is None:
+            warmup = min(teacher.transform.receptive_field, length // 2)  # type: ignore[union-attr]
+        estimator = {"length": length, "warmup": warmup, "draws": draws,
+                     "log_scale_floor": log_scale_floor, "regularizer": regularizer}  # fmt: skip
+        objective: Any = SequenceDistillationLoss(
+            teacher, loss, **estimator, power_weight=power_loss, real=real,
+            monitor_every=monitor_every,
+        )  # fmt: skip
+        config |= {**estimator, "power_loss": power_loss, "monitor_every": monitor_every}
+    else:
+        closed = check_closed_form(teacher, student) if loss == "closed-form" else None
+        objective = DistillationLoss(
+            teacher, loss, regularizer=regularizer, data_anchor=data_anchor, data=data,
+            anchor=anchor, anchor_batch_size=anchor_batch_size, anchor_every=anchor_every,
+            closed_form_layers=closed,
+        )  # fmt: skip
     device = params[0].device
     train_config = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
         patience=None, eval_every=max(steps, 1), seed=None, max_bad_steps=10,
+        max_time=max_time,
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     start = time.perf_counter()

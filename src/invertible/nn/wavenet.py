@@ -154,6 +154,11 @@ class CausalWaveNet(nn.Module):
 
     # -- properties -----------------------------------------------------------------------
     @property
+    def head_bias(self) -> Tensor:
+        """The output's bias: params_t of a fresh network (its last layer starts at zero)."""
+        return self.out.bias if self.dilations else self.out_bias
+
+    @property
     def receptive_field(self) -> int:
         """Samples of the past that params_t can see: 1 + (k-1)·Σ d (or p, if larger)."""
         conv = 1 + (self.kernel_size - 1) * sum(self.dilations) if self.dilations else 0

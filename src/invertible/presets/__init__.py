@@ -9,7 +9,9 @@ from invertible.presets.wavenet import (
     SequenceFlow,
     WaveNetIAF,
     WaveNetMAF,
+    impulse_response,
     init_linear_prediction,
+    init_moving_average,
     linear_prediction_least_squares,
 )
 
@@ -28,7 +30,9 @@ __all__ = [
     "SequenceFlow",
     "WaveNetIAF",
     "WaveNetMAF",
+    "impulse_response",
     "init_linear_prediction",
+    "init_moving_average",
     "linear_prediction_least_squares",
     "save_image_grid",
 ]

@@ -38,7 +38,9 @@ __all__ = [
     "SequenceFlow",
     "WaveNetIAF",
     "WaveNetMAF",
+    "impulse_response",
     "init_linear_prediction",
+    "init_moving_average",
     "linear_prediction_least_squares",
 ]
 
@@ -75,7 +77,11 @@ class IIDSequence(nn.Module):
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of each sequence ``[batch, T]`` (i.i.d. elements), shape ``[batch]``."""
-        return self.element.log_prob(z.reshape(-1, 1)).view(z.shape).sum(dim=1)
+        return self.step_log_prob(z).sum(dim=1)
+
+    def step_log_prob(self, z: Tensor) -> Tensor:
+        """Log-density of every element, log p_0(z_t), shape ``[batch, T]``."""
+        return self.element.log_prob(z.reshape(-1, 1)).view(z.shape)
 
     def rsample(self, n: int, context: Tensor | None = None, length: int | None = None) -> Tensor:
         """``n`` i.i.d. sequences ``[n, length]`` (default: the context's or ``T``)."""
@@ -355,6 +361,10 @@ class WaveNetIAF(SequenceFlow):
         hop_length: samples per mel frame.
         upsample: ``"repeat"`` or ``"transposed"``.
         log_scale_bound: soft bound of each flow's |α| (affine update).
+        linear_order: a causal linear shortcut of order q on the first flow's shift,
+            μ¹_t += Σ_k b_k z_{t−k}: with α¹ = log σ the first flow is then a moving-average
+            filter of the noise, MA(q), which :func:`~invertible.make_wavenet_student` sets
+            to the AR(p) model's impulse response (0: none).
         length: default sample length T.
 
     Example:
@@ -383,8 +393,11 @@ class WaveNetIAF(SequenceFlow):
         hop_length: int = 256,
         upsample: str = "repeat",
         log_scale_bound: float | None = 12.0,
+        linear_order: int = 0,
         length: int = 16000,
     ) -> None:
+        if linear_order and gated:
+            raise ValueError("linear_order: the linear shortcut adds to μ, so it needs gated=False")
         flows = [
             WaveNetAutoregressive(
                 mode="iaf",
@@ -397,8 +410,9 @@ class WaveNetIAF(SequenceFlow):
                 mel_channels=mel_channels,
                 hop_length=hop_length,
                 upsample=upsample,
+                linear_order=linear_order if k == 0 else 0,
             )
-            for _ in range(num_flows)
+            for k in range(num_flows)
         ]
         super().__init__(
             Compose(flows),
@@ -421,6 +435,7 @@ class WaveNetIAF(SequenceFlow):
             "hop_length": hop_length,
             "upsample": upsample,
             "log_scale_bound": log_scale_bound,
+            "linear_order": linear_order,
             "length": length,
         }
 
@@ -617,6 +632,15 @@ def init_linear_prediction(
     if not order:
         raise ValueError("flow: build the teacher with linear_order=p to use the shortcut")
     fit = linear_prediction_least_squares(utterances, order)
+    layer.net.set_linear_prediction(fit["coefficients"], fit["bias"])
+    _set_residual_scale(flow, layer, fit)
+    return fit
+
+
+def _set_residual_scale(flow: SequenceFlow, layer: WaveNetAutoregressive, fit: dict) -> None:
+    """Zero the head's bias but for the log-scale: the least-squares residual scale (RMS for
+    a Gaussian base, RMS·√3/π for a logistic one), before the soft clamp.
+    """
     scale = math.sqrt(fit["mean_square_residual"])
     if isinstance(flow.base.element, StandardLogistic):  # type: ignore[union-attr]
         scale *= math.sqrt(3.0) / math.pi  # logistic scale of that standard deviation
@@ -626,8 +650,66 @@ def init_linear_prediction(
         if abs(log_scale) >= bound:
             raise ValueError(f"residual log-scale {log_scale:.2f} is outside ±{bound}")
         log_scale = bound * math.atanh(log_scale / bound)  # undo the soft clamp
-    layer.net.set_linear_prediction(fit["coefficients"], fit["bias"])
     with torch.no_grad():
-        layer.net.out.bias.zero_()
-        layer.net.out.bias[1] = log_scale
+        layer.net.head_bias.zero_()
+        layer.net.head_bias[1] = log_scale
+
+
+def impulse_response(coefficients: Tensor, length: int) -> Tensor:
+    r"""The first ``length`` taps h_0..h_{n−1} of the all-pole filter 1/A(z) of an AR(p).
+
+    h_0 = 1 and h_j = Σ_{k=1}^{p} a_k h_{j−k}: the AR(p) process x = h ∗ e driven by its
+    residual e, so a moving average of ``length`` taps approximates it.
+
+    Example:
+        >>> impulse_response(torch.tensor([0.5]), 4).tolist()
+        [1.0, 0.5, 0.25, 0.125]
+    """
+    a = coefficients.detach().double().flatten().tolist()
+    h = [1.0]
+    for j in range(1, length):
+        h.append(sum(a[k - 1] * h[j - k] for k in range(1, min(len(a), j) + 1)))
+    return torch.tensor(h, dtype=torch.float64)
+
+
+def init_moving_average(
+    student: WaveNetIAF, utterances: Tensor | Iterable[Tensor], order: int = 32
+) -> dict[str, Any]:
+    r"""Start a student at the AR(p) model's spectrum: its first flow becomes x = σ·(h ∗ z).
+
+    Fits an AR(``order``) by least squares, and sets the first flow of a
+    :class:`WaveNetIAF` built with ``linear_order=q`` to the moving average
+    x_t = σ·(z_t + Σ_{k=1}^{q} h_k z_{t−k}) + m, h the AR model's impulse response
+    (:func:`impulse_response`), σ its residual scale and m its mean; the other flows stay
+    the identity. A fresh student (x = z) is white noise far louder than speech, whose
+    samples the teacher scores hundreds of nats per sample below real audio.
+
+    Returns:
+        The least-squares fit (see :func:`linear_prediction_least_squares`).
+
+    Example:
+        >>> import torch
+        >>> student = WaveNetIAF(num_flows=1, residual_channels=4, skip_channels=4,
+        ...                      dilations=[1], linear_order=64)
+        >>> e = 0.01 * torch.randn(1, 1, 20000, generator=torch.Generator().manual_seed(0))
+        >>> kernel = (0.9 ** torch.arange(200.0)).flip(0).view(1, 1, -1)
+        >>> x = torch.nn.functional.conv1d(e, kernel, padding=199)[0, :, :20000]  # AR(1)
+        >>> fit = init_moving_average(student, x, order=1)
+        >>> round(float(fit["coefficients"][0]), 2)
+        0.9
+        >>> round(float(student.sample(16, length=4000).std() / x.std()), 1)
+        1.0
+    """
+    first: WaveNetAutoregressive = student.transform.transforms[0]  # type: ignore[union-attr,index]
+    taps = first.net.linear_order
+    if not taps:
+        raise ValueError("student: build it with linear_order=q to start from the AR model")
+    fit = linear_prediction_least_squares(utterances, order)
+    _set_residual_scale(student, first, fit)
+    with torch.no_grad():
+        sigma = math.exp(float(first.conditionals(torch.zeros(1, 1))[1]))
+    gain = 1.0 - float(fit["coefficients"].sum())
+    mean = fit["bias"] / gain if abs(gain) > 1e-3 else 0.0
+    taps_h = impulse_response(fit["coefficients"], taps + 1)[1:]
+    first.net.set_linear_prediction(sigma * taps_h, mean)
     return fit

@@ -61,6 +61,15 @@ PRESETS: dict[str, Callable[[], inv.Flow]] = {
     "WaveNetIAF": lambda: inv.WaveNetIAF(
         num_flows=2, residual_channels=8, skip_channels=8, dilations=[1, 2], length=T
     ),
+    "WaveNetIAF-logistic-linear": lambda: inv.WaveNetIAF(
+        num_flows=2,
+        base="logistic",
+        residual_channels=8,
+        skip_channels=8,
+        dilations=[1, 2],
+        linear_order=3,
+        length=T,
+    ),
     "LinearPredictionAR": lambda: inv.LinearPredictionAR(order=3, length=T),
     "LinearPredictionAR-laplace": lambda: inv.LinearPredictionAR(order=3, base="laplace", length=T),
 }

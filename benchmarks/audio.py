@@ -28,6 +28,14 @@ writes one-second WAVs and spectrograms of real, baseline and teacher audio, tim
 samplers of that teacher and writes ``results.json``::
 
     python -m benchmarks.audio --part teacher --threads 2 --budget-minutes 8
+
+``--part speech`` runs the library's speech job (``invertible speech``: teacher, distilled
+student, likelihood, quality and speed tables) in ``--run-dir`` for ``--budget-minutes``
+and copies its ``results.json`` (the distillation history thinned to every 10th step),
+WAVs and spectrograms to ``--out``/../speech (``--teacher-checkpoint`` distils a saved
+teacher instead of training one)::
+
+    python -m benchmarks.audio --part speech --threads 2 --budget-minutes 30
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +56,13 @@ from invertible.data import load_dataset
 from invertible.data.speech import write_wav
 from invertible.evaluation.audio import evaluate_speech, fit_baselines
 from invertible.reports.plots import save_spectrogram_png
+from invertible.reports.speech import (
+    AUDIO,
+    likelihood_section,
+    quality_section,
+    run_speech,
+    speed_section,
+)
 
 SAMPLE_RATE = 16_000
 
@@ -269,6 +285,51 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def publish_speech(run_dir: Path, dest: Path) -> Path:
+    """Copy a speech run's ``results.json`` (the distillation history thinned to every 10th
+    step, the machine added), WAVs, spectrograms and curves to ``dest``."""
+    summary = json.loads((run_dir / "results.json").read_text())
+    history = summary["student"]["history"]
+    summary["student"]["history"] = {k: v[::10] for k, v in history.items()}
+    summary["machine"] = _machine()
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [f"{name}{suffix}" for name in AUDIO for suffix in (".wav", ".png")]
+    for name in [*names, "distillation.png"]:
+        shutil.copy(run_dir / name, dest / name)
+    (dest / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return dest
+
+
+def run_speech_benchmark(args) -> Path:
+    """The speech job in ``--run-dir`` (or the run ``--publish`` names), published next to
+    ``--out``."""
+    run_dir = args.publish or args.run_dir
+    if args.publish is None:
+        run_speech(
+            run_dir, budget_minutes=args.budget_minutes, teacher_size=args.size,
+            teacher_checkpoint=args.teacher_checkpoint, progress=False, overwrite=True,
+            announce=print,
+        )  # fmt: skip
+    return publish_speech(run_dir, args.out.parent / "speech")
+
+
+def speech_markdown(summary: dict) -> str:
+    """The speech job's tables (for ``docs/benchmarks.md``)."""
+    st, te = summary["student"], summary["teacher"]
+    return "\n".join([
+        "# Speech: Parallel WaveNet, teacher and distilled student", "",
+        f"`python -m benchmarks.audio --part speech --threads {summary['threads']} "
+        f"--budget-minutes {summary['budget_minutes']:g}` (the `invertible speech` job). "
+        f"Teacher {te['preset']} ({te['parameters']:,} parameters, {te['training'].get('steps')} "
+        f"steps); student WaveNetIAF `{st['size']}` ({st['parameters']:,} parameters, "
+        f"{st['steps']} steps, loss `{st['distill']['loss']}`). Machine: "
+        f"{summary['machine']['processor']}, {summary['machine']['note']}.", "",
+        "## Likelihood", "", likelihood_section(summary), "",
+        "## Sample quality", "", quality_section(summary), "",
+        "## Sampling speed", "", speed_section(summary), "",
+    ]) + "\n"  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/audio"))
@@ -276,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=SAMPLE_RATE, help="incremental length")
     parser.add_argument("--naive-length", type=int, default=200, help="naive sampler length")
     parser.add_argument("--quick", action="store_true", help="short lengths (a smoke test)")
-    parser.add_argument("--part", choices=("speed", "teacher"), default="speed",
+    parser.add_argument("--part", choices=("speed", "teacher", "speech"), default="speed",
                         help="speed: the default teacher's samplers; teacher: train a small "
-                        "teacher and compare it with the AR baselines")  # fmt: skip
+                        "teacher and compare it with the AR baselines; speech: the speech "
+                        "job (teacher and distilled student)")  # fmt: skip
+    parser.add_argument(
+        "--teacher-checkpoint", type=Path, default=None, help="speech: distil this saved teacher"
+    )
+    parser.add_argument("--publish", type=Path, default=None,
+                        help="speech: publish this finished run, do not run one")  # fmt: skip
     parser.add_argument("--budget-minutes", type=float, default=8.0, help="teacher training")
     parser.add_argument("--max-steps", type=int, default=100_000, help="teacher step cap")
     parser.add_argument("--size", default="small", help="catalogue size of the teacher")
@@ -293,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.part == "speech":
+        if args.run_dir == Path("runs/bench-audio"):  # keep the teacher part's state
+            args.run_dir = Path("runs/bench-speech")
+        print(f"wrote {run_speech_benchmark(args)}")
+        return 0
     if args.part == "teacher":
         payload = run_teacher(args)
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")

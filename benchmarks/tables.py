@@ -39,6 +39,7 @@ python -m benchmarks paper               # BSDS300 next to the MAF paper's table
 python -m benchmarks.distill --out DIR   # the three distillation losses
 python -m benchmarks.images --minutes 15 --parallel --out DIR   # Fashion-MNIST bits/dim
 python -m benchmarks.audio --part teacher --threads 2 --budget-minutes 8   # speech teacher
+python -m benchmarks.audio --part speech --threads 2 --budget-minutes 30   # teacher + student
 ```
 
 The machine is noisy: compare ratios within one run, not absolute numbers across runs.
@@ -76,6 +77,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("distill/results.json", distill.markdown),
     ("images/summary.json", _images),
     ("audio/results.json", audio.markdown),
+    ("speech/results.json", audio.speech_markdown),
 ]
 
 

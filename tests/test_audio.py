@@ -17,15 +17,19 @@ from invertible.evaluation.audio import (
     compare_with_baselines,
     evaluate_sequence,
     fit_baselines,
+    frechet_log_mel_distance,
     judge,
     log_mel_distance,
     log_mel_spectrogram,
+    long_term_log_mel_distance,
+    long_term_mel_cepstral_distortion,
     long_term_spectrum_distance,
     mean_2se,
     mel_cepstral_distortion,
     mel_filterbank,
     nats_per_sample,
     rms_ratio,
+    sample_quality,
     sequence_log_likelihoods,
 )
 from invertible.presets.wavenet import LinearPredictionAR
@@ -154,6 +158,26 @@ def test_mel_features_and_distances() -> None:
     assert long_term_spectrum_distance([x[:8000], x[8000:]], x) < 1.0  # lists, any lengths
     assert rms_ratio(0.5 * x, x) == pytest.approx(0.5)
     assert clipped_fraction(np.array([1.0, -1.0, 0.999, 0.0])) == 0.5
+
+
+def test_unconditional_sample_distances() -> None:
+    rng = np.random.default_rng(1)
+    speechlike = [
+        np.convolve(rng.laplace(0, 0.02, 16000), [1.0, 0.9, 0.5], "same") for _ in range(4)
+    ]
+    other = [np.convolve(rng.laplace(0, 0.02, 16000), [1.0, 0.9, 0.5], "same") for _ in range(4)]
+    white = [rng.normal(0, 0.02, 16000) for _ in range(4)]
+    # the same process scores lower than a different spectrum on every distance
+    for distance in (long_term_log_mel_distance, frechet_log_mel_distance,
+                     long_term_mel_cepstral_distortion, long_term_spectrum_distance):  # fmt: skip
+        assert distance(other, speechlike) < distance(white, speechlike), distance.__name__
+    assert frechet_log_mel_distance(speechlike, speechlike) == pytest.approx(0.0, abs=1e-6)
+    # a gain g shifts every log-mel bin by ln g, and the cepstral envelope not at all
+    loud = [3.0 * x for x in speechlike]
+    assert long_term_log_mel_distance(loud, speechlike) == pytest.approx(math.log(3.0), rel=1e-3)
+    assert long_term_mel_cepstral_distortion(loud, speechlike) < 1e-6
+    q = sample_quality([0.5 * x for x in speechlike], speechlike)
+    assert q["rms_ratio"] == pytest.approx(0.5) and q["clipped"] == 0.0
 
 
 def test_spectrogram_png(tmp_path: Path) -> None:

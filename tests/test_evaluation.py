@@ -18,8 +18,11 @@ from invertible.evaluation import (
     evaluate_array,
     log_likelihoods,
     mmd,
+    naive_steady_state_speed,
     sample_to_npy,
     sampling_throughput,
+    sequence_sampling_speed,
+    timed,
 )
 
 
@@ -80,6 +83,20 @@ def test_sampling_to_npy_and_throughput(tmp_path: Path) -> None:
     assert np.array_equal(samples, again)
     assert density_throughput(flow, samples, n=100, repeats=1) > 0
     assert sampling_throughput(flow, n=100, repeats=1) > 0
+
+
+def test_sequence_sampler_speeds_restore_the_method() -> None:
+    teacher = invertible.WaveNetMAF(residual_channels=4, skip_channels=4, dilations=[1, 2],
+                                    length=64)  # fmt: skip
+    layer = next(m for m in teacher.modules() if isinstance(m, invertible.WaveNetAutoregressive))
+    row = sequence_sampling_speed(teacher, length=64, batch=2, repeats=3, sequential="naive")
+    assert layer.sequential == "incremental"  # restored
+    assert row["method"] == "naive" and row["samples_per_s"] == pytest.approx(128 / row["seconds"])
+    assert row["x_real_time"] == pytest.approx(2 * row["x_real_time_per_stream"])
+    steady = naive_steady_state_speed(teacher, batch=2, repeats=1)
+    assert steady["samples_per_s"] == pytest.approx(2 / steady["seconds_per_step"])
+    with pytest.raises(ValueError, match="statistic"):
+        timed(lambda: None, torch.device("cpu"), 1, "mean")
 
 
 def test_mmd_median_heuristic() -> None:

@@ -1,7 +1,8 @@
 """The workflows behind the command line: load → build → fit → evaluate → save, once.
 
 :func:`train_job` fits a catalogue model (:mod:`invertible.catalog`) to a dataset and
-:func:`distill_job` distils a teacher checkpoint into an IAF student. Each writes its
+:func:`distill_job` distils a teacher checkpoint into an IAF student, and :func:`speech_job`
+runs Parallel WaveNet on speech (teacher, student, likelihoods, quality, speed). Each writes its
 checkpoint exactly once, with everything the run measured in its ``extra`` entry, and a
 ``results.json`` next to it; figures and printing are the callers' business
 (:mod:`invertible.reports`, :mod:`invertible.cli`).
@@ -27,26 +28,38 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from invertible import files
 from invertible.catalog import build_model, initialize_from_data, model_spec
 from invertible.checkpoint import data_metadata, load, save
 from invertible.core import Flow
 from invertible.data import ImageData, SpeechData, TabularData, check_finite_splits, load_data
-from invertible.distillation import DistillResult, distill, make_student
+from invertible.distillation import DistillResult, distill, make_student, make_wavenet_student
 from invertible.evaluation import EvalResult, check_data_matches, evaluate, evaluate_array
-from invertible.evaluation.audio import evaluate_speech
+from invertible.evaluation.audio import (
+    evaluate_sequence,
+    evaluate_speech,
+    fit_baselines,
+    sample_quality,
+)
+from invertible.evaluation.speed import naive_steady_state_speed, sequence_sampling_speed
 from invertible.files import atomic_write_text
-from invertible.presets import IAF
+from invertible.presets import IAF, WaveNetMAF
 from invertible.training import DivergedError, RunExistsError, TrainResult, fit
 from invertible.version import __version__
 
 __all__ = [
+    "SPEECH_BUDGET",
+    "SPEECH_EVALUATION",
     "DistillJob",
     "DivergedError",
+    "SpeechJob",
     "TrainJob",
+    "check_speech_out",
     "checkpoint_dataset",
     "distill_job",
+    "speech_job",
     "train_job",
     "write_json",
 ]
@@ -357,3 +370,285 @@ def distill_job(
     save(student, out_dir / "model", data=meta, extra={"distill": summary})
     write_json(out_dir / "results.json", summary)
     return DistillJob(teacher_flow, student, dataset, result, test, teacher_test, out_dir, summary)
+
+
+# --------------------------------------------------------------------------- speech
+
+#: Shares of the speech job's wall-clock budget: teacher training and distillation (the
+#: rest goes to the baselines, the evaluation, the samples and the speed table).
+SPEECH_BUDGET = {"teacher": 0.5, "student": 0.35}
+
+#: The speech job's evaluation settings (override any with ``evaluation=``): ``clips``
+#: samples of ``clip_seconds`` per model for the quality table; the student's exact
+#: (sequential) test likelihood on the first ``ll_seconds`` of ``ll_utterances`` test
+#: utterances; sampling speed at batch 1 on ``speed_seconds`` of audio (the teacher's
+#: incremental sampler, whose cost per sample does not depend on the length, on
+#: ``teacher_speed_seconds``) and batched at ``batch`` on one second, median of ``repeats``.
+SPEECH_EVALUATION: dict[str, Any] = {
+    "clips": 4,
+    "clip_seconds": 2.0,
+    "ll_utterances": 4,
+    "ll_seconds": 1.0,
+    "speed_seconds": 5.0,
+    "teacher_speed_seconds": 1.0,
+    "batch": 16,
+    "repeats": 5,
+}
+
+
+@dataclass
+class SpeechJob:
+    """What :func:`speech_job` did: the models, their numbers and their audio.
+
+    Attributes:
+        data: the :class:`~invertible.data.SpeechData`.
+        teacher: the teacher's :class:`TrainJob` (its ``test`` holds the whole-utterance
+            likelihoods of the teacher and the baselines).
+        student: the distilled :class:`~invertible.WaveNetIAF`.
+        distillation: its :class:`~invertible.distillation.DistillResult`.
+        likelihood: the crops' likelihoods (student through its exact inverse) and the KL.
+        quality: :func:`~invertible.evaluation.audio.sample_quality` per model.
+        speed: the samplers' rows and the student's speed-ups.
+        clips: generated and real waveforms per model (``[clips, samples]`` float arrays).
+        out: the run directory.
+        summary: everything above as JSON (also ``out/results.json``).
+    """
+
+    data: SpeechData
+    teacher: TrainJob
+    student: Flow
+    distillation: DistillResult
+    likelihood: dict[str, Any]
+    quality: dict[str, Any]
+    speed: dict[str, Any]
+    clips: dict[str, np.ndarray]
+    out: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def check_speech_out(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse to replace a previous speech run in ``out`` without ``overwrite``."""
+    out_dir = Path(out)
+    found = [n for n in ("teacher", "student", "results.json") if (out_dir / n).exists()]
+    if found and not overwrite:
+        raise RunExistsError(
+            f"{out_dir} already holds a speech run ({', '.join(found)}); pass --overwrite to "
+            "replace it, or choose another --out"
+        )
+
+
+def _crops(utterances: Sequence[np.ndarray], length: int, limit: int | None = None) -> Tensor:
+    """Consecutive non-overlapping ``length``-sample crops of the utterances, ``[N, length]``."""
+    rows = [u[i : i + length] for u in utterances for i in range(0, len(u) - length + 1, length)]
+    if not rows:
+        raise ValueError(f"no utterance is {length} samples long; use shorter crops")
+    return torch.as_tensor(np.stack(rows[:limit]), dtype=torch.float32)
+
+
+def _distill_student(
+    teacher: Flow, data: SpeechData, *, size: str, max_time: float, seed: int,
+    progress: bool, **options: Any,
+) -> tuple[Flow, DistillResult]:  # fmt: skip
+    """The ``size`` student from the AR moving-average start, distilled for ``max_time``."""
+    train = data.eval_utterances("train")
+    student = make_wavenet_student(
+        teacher, size, utterances=[torch.as_tensor(u) for u in train], seed=seed
+    )
+    length = int(options.pop("length", data.crop))
+    result = distill(
+        teacher, student, steps=int(options.pop("steps", 1_000_000)), max_time=max_time,
+        length=length, real=_crops(train, length), progress=progress, seed=seed, **options,
+    )  # fmt: skip
+    return student, result
+
+
+def _crop_likelihoods(
+    models: Mapping[str, Flow], data: SpeechData, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every model on the same test crops; the student's through its sequential inverse."""
+    length = int(settings["ll_seconds"] * data.sample_rate)
+    crops = [u[:length] for u in data.eval_utterances("test") if len(u) >= length]
+    crops = crops[: int(settings["ll_utterances"])]
+    if not crops:
+        raise ValueError(f"no test utterance is {settings['ll_seconds']} s long")
+    rows = {name: evaluate_sequence(m, crops, name).to_dict() for name, m in models.items()}
+    return {"seconds": settings["ll_seconds"], "utterances": len(crops), "models": rows}
+
+
+def _speech_clips(
+    models: Mapping[str, Flow], data: SpeechData, settings: Mapping[str, Any], seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``clips`` samples per model, real test and validation crops, and their quality."""
+    length = int(settings["clip_seconds"] * data.sample_rate)
+    n = int(settings["clips"])
+    clips: dict[str, np.ndarray] = {}
+    for name, model in models.items():
+        torch.manual_seed(seed)
+        clips[name] = model.sample(n, length=length).double().cpu().numpy()
+    real = data.eval_utterances("test")
+    clips["real"] = _crops(real, length, n).double().numpy()
+    clips["real (val)"] = _crops(data.eval_utterances("val"), length, n).double().numpy()
+    quality = {name: sample_quality(list(x), real) for name, x in clips.items() if name != "real"}
+    return clips, {"clip_seconds": settings["clip_seconds"], "clips": n, "models": quality}
+
+
+def _sampler_speeds(teacher: Flow, student: Flow, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher's naive and incremental samplers and the student's, at batch 1 and
+    batched, and the student's speed-up over each (same batch).
+    """
+    rate, repeats, batch = 16000, int(settings["repeats"]), int(settings["batch"])
+    long, short = (
+        int(settings["speed_seconds"] * rate),
+        int(settings["teacher_speed_seconds"] * rate),
+    )
+    rows = []
+    for b in (1, batch):
+        student_length, teacher_length = (long, short) if b == 1 else (rate, short // 4 or 1)
+        rows += [
+            {"model": "student", **sequence_sampling_speed(
+                student, length=student_length, batch=b, repeats=repeats)},
+            {"model": "teacher", **sequence_sampling_speed(
+                teacher, length=teacher_length, batch=b, repeats=max(1, repeats // 2),
+                sequential="incremental")},
+            {"model": "teacher", **naive_steady_state_speed(teacher, batch=b, repeats=repeats)},
+        ]  # fmt: skip
+    speedups: dict[str, float] = {}
+    for b in (1, batch):
+        at = {r["method"]: r for r in rows if r["batch"] == b}
+        student_rate = next(r for r in rows if r["batch"] == b and r["model"] == "student")
+        for method in ("incremental", "naive (steady state)"):
+            speedups[f"batch {b}, over {method}"] = (
+                student_rate["samples_per_s"] / at[method]["samples_per_s"]
+            )
+    return {"rows": rows, "speedups": speedups, "repeats": repeats}
+
+
+def speech_job(
+    out: str | os.PathLike[str],
+    *,
+    budget_minutes: float = 30.0,
+    teacher_size: str = "small",
+    student_size: str = "fast",
+    data_dir: str | None = None,
+    option: Mapping[str, Any] | None = None,
+    teacher_options: Mapping[str, Any] | None = None,
+    distill_options: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    teacher_checkpoint: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> SpeechJob:
+    """Parallel WaveNet on ``speech``: teacher by maximum likelihood, student by distillation.
+
+    Builds the ``speech`` data, fits the least-squares AR(32) baselines, trains the
+    catalogue's ``wavenet`` teacher (:data:`SPEECH_BUDGET` of the budget, early stopping
+    on validation), distils a :func:`~invertible.make_wavenet_student` student into it with
+    KL(student ‖ teacher) and the power loss, then measures likelihoods, sample quality and
+    sampling speed (:data:`SPEECH_EVALUATION`). Saves ``out/teacher``, ``out/student`` and
+    ``out/results.json``; writing the report and the audio is :mod:`invertible.reports`'s.
+
+    Args:
+        out: run directory (refused if it holds a run, unless ``overwrite``).
+        budget_minutes: wall-clock budget of teacher training plus distillation, over the
+            shares of :data:`SPEECH_BUDGET`.
+        teacher_size: catalogue size of the teacher (``tiny``, ``small``, ``default``).
+        student_size: a size of :data:`~invertible.distillation.WAVENET_STUDENT_SIZES`.
+        data_dir: where the ``speech`` cache lives.
+        option: dataset options (e.g. ``n_prompts``, ``crop``).
+        teacher_options: options of :func:`invertible.fit` for the teacher.
+        distill_options: options of :func:`invertible.distill` (default: ``batch_size=2``,
+            ``loss="conditional-mc"``, ``power_loss=1.0``).
+        evaluation: overrides of :data:`SPEECH_EVALUATION`.
+        teacher_checkpoint: a teacher saved by an earlier run (``OUT/teacher/model``):
+            distil it instead of training a new one (the budget's teacher share is unused).
+        seed: seed of the split, the weights and the batches.
+        progress: show progress bars.
+        overwrite: replace a previous run in ``out``.
+        announce: called with one line per stage.
+    """
+    check_speech_out(out, overwrite=overwrite)
+    settings = {**SPEECH_EVALUATION, **dict(evaluation or {})}
+    unknown = sorted(set(settings) - set(SPEECH_EVALUATION))
+    if unknown:
+        known = sorted(SPEECH_EVALUATION)
+        raise ValueError(f"evaluation: unknown settings {unknown}; known: {known}")
+    say = announce or (lambda line: None)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data, _ = _dataset("speech", data_dir=data_dir, seed=seed, option=option)
+    assert isinstance(data, SpeechData)
+    budget = 60.0 * budget_minutes
+    if teacher_checkpoint is not None:
+        teacher = _trained_teacher(teacher_checkpoint, data, say)
+    else:
+        fit_options = {"steps": 1_000_000, "batch_size": 4, "eval_every": 25, "patience": 10,
+                       **dict(teacher_options or {})}  # fmt: skip
+        teacher = train_job(
+            "wavenet", data, size=teacher_size, seed=seed, out=out_dir / "teacher",
+            max_time=SPEECH_BUDGET["teacher"] * budget, progress=progress, announce=say,
+            overwrite=overwrite, **fit_options,
+        )  # fmt: skip
+    teacher.flow.eval()
+    say(f"teacher ready; distilling a {student_size!r} student")
+    options = {"batch_size": 2, "loss": "conditional-mc", "power_loss": 1.0,
+               **dict(distill_options or {})}  # fmt: skip
+    student, result = _distill_student(
+        teacher.flow, data, size=student_size, max_time=SPEECH_BUDGET["student"] * budget,
+        seed=seed, progress=progress, **options,
+    )  # fmt: skip
+    student.eval()
+    say(f"student: {len(result.history['kl'])} steps; evaluating")
+    baselines = fit_baselines(data.eval_utterances("train"))
+    models = {"teacher": teacher.flow, "student": student, **baselines}
+    likelihood = _crop_likelihoods(models, data, settings)
+    likelihood |= {"kl_final": result.final("kl"), "kl_first": result.history["kl"][0]}
+    clips, quality = _speech_clips(
+        {"teacher": teacher.flow, "student": student, "laplace-ar32": baselines["laplace-ar32"]},
+        data, settings, seed,
+    )  # fmt: skip
+    say("timing the samplers")
+    speed = _sampler_speeds(teacher.flow, student, settings)
+    job = SpeechJob(data, teacher, student, result, likelihood, quality, speed, clips, out_dir)
+    job.summary = _speech_summary(job, budget_minutes, student_size)
+    meta = data_metadata(data, options={"seed": seed, **dict(option or {})})
+    save(student, out_dir / "student", data=meta, extra={"distill": result.config})
+    write_json(out_dir / "results.json", job.summary)
+    return job
+
+
+def _trained_teacher(
+    path: str | os.PathLike[str], data: SpeechData, say: Callable[[str], None]
+) -> TrainJob:
+    """A saved WaveNet teacher, re-evaluated on ``data`` next to the baselines."""
+    flow = load(path)
+    if not isinstance(flow, WaveNetMAF):
+        raise ValueError(f"{path}: expected a WaveNetMAF teacher, found {type(flow).__name__}")
+    say(f"teacher: {path} ({_count(flow):,} parameters), evaluating")
+    stored = flow.checkpoint_meta.get("extra", {})  # type: ignore[attr-defined]
+    test = evaluate_speech(flow, data)
+    summary = {"model": "wavenet", "preset": type(flow).__name__, "parameters": _count(flow),
+               "data": data.name, "test": test.to_dict(), "training": stored.get("training", {}),
+               "checkpoint": str(path), "invertible": __version__}  # fmt: skip
+    return TrainJob("wavenet", flow, data, None, test, None, _count(flow), summary)  # type: ignore[arg-type]
+
+
+def _speech_summary(job: SpeechJob, budget_minutes: float, student_size: str) -> dict[str, Any]:
+    result, data = job.distillation, job.data
+    return {
+        "budget_minutes": budget_minutes,
+        "budget_shares": SPEECH_BUDGET,
+        "data": {"name": data.name, "seconds": {k: data.seconds(k) for k in data.splits}},
+        "teacher": job.teacher.summary,
+        "student": {
+            "size": student_size, "config": job.student.config, "parameters": _count(job.student),
+            "steps": len(result.history["kl"]), "wall_time_s": result.wall_time,
+            "distill": result.config, "history": result.history,
+        },
+        "likelihood": job.likelihood,
+        "quality": job.quality,
+        "speed": job.speed,
+        "threads": torch.get_num_threads(),
+        "invertible": __version__,
+    }  # fmt: skip

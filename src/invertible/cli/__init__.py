@@ -1,4 +1,5 @@
-"""The ``invertible`` command line (Typer): train, eval, sample, datasets, lecture, distill.
+"""The ``invertible`` command line (Typer): train, eval, sample, datasets, lecture, distill,
+speech.
 
 Examples::
 
@@ -8,6 +9,7 @@ Examples::
     invertible datasets
     invertible lecture --out runs/lecture --budget-minutes 10
     invertible distill --teacher runs/maf/model --out runs/iaf
+    invertible speech --out runs/speech --budget-minutes 30
 
 Each command is one thin module (parse the flags, run a job, print); bad input (NaN rows,
 a checkpoint for another dimension, a missing dataset file, a corrupt, truncated or newer
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import typer
 
-from invertible.cli import datasets, distill, evaluate, lecture, sample, train
+from invertible.cli import datasets, distill, evaluate, lecture, sample, speech, train
 from invertible.cli.common import CLIError, cli_errors
 
 __all__ = ["CLIError", "app", "cli_errors", "main"]
@@ -47,6 +49,7 @@ app.command(epilog=sample.EPILOG)(cli_errors(sample.sample))
 app.command(epilog=datasets.EPILOG)(cli_errors(datasets.datasets))
 app.command(epilog=lecture.EPILOG)(cli_errors(lecture.lecture))
 app.command(name="distill", epilog=distill.EPILOG)(cli_errors(distill.distill_command))
+app.command(epilog=speech.EPILOG)(cli_errors(speech.speech))
 
 
 def main() -> None:

@@ -5,7 +5,8 @@
 - :mod:`~invertible.evaluation.dequantize`: the training and evaluation noise of images;
 - :mod:`~invertible.evaluation.sampling`: :func:`sample_to_npy`, :func:`sample_images`;
 - :mod:`~invertible.evaluation.speed`: :func:`density_throughput`,
-  :func:`sampling_throughput`;
+  :func:`sampling_throughput`, and for sequence flows :func:`sequence_sampling_speed` and
+  :func:`naive_steady_state_speed`;
 - :mod:`~invertible.evaluation.stats`: :func:`mmd`, :func:`mmd_test`.
 """
 
@@ -25,7 +26,14 @@ from invertible.evaluation.likelihood import (
     log_likelihoods,
 )
 from invertible.evaluation.sampling import sample_images, sample_to_npy
-from invertible.evaluation.speed import density_throughput, sampling_throughput, timed
+from invertible.evaluation.speed import (
+    density_throughput,
+    naive_steady_state_speed,
+    sampling_throughput,
+    sequence_sampling_speed,
+    sequential_method,
+    timed,
+)
 from invertible.evaluation.stats import median_bandwidth, mmd, mmd_test
 
 __all__ = [
@@ -44,8 +52,11 @@ __all__ = [
     "median_bandwidth",
     "mmd",
     "mmd_test",
+    "naive_steady_state_speed",
     "sample_images",
     "sample_to_npy",
     "sampling_throughput",
+    "sequence_sampling_speed",
+    "sequential_method",
     "timed",
 ]

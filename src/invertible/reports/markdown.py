@@ -19,7 +19,21 @@ from typing import Any
 
 from invertible.files import atomic_write_text
 
-__all__ = ["ModelRow", "Report", "Section"]
+__all__ = ["ModelRow", "Report", "Section", "markdown_table"]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table of ``rows`` (cells formatted with ``str``) under ``header``.
+
+    Example:
+        >>> print(markdown_table(["a", "b"], [[1, "x"]]))
+        | a | b |
+        |---|---|
+        | 1 | x |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 @dataclass

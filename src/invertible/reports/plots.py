@@ -41,6 +41,7 @@ __all__ = [
     "plot_patch_grid",
     "plot_run",
     "plot_samples",
+    "plot_sequence_distillation",
     "plot_training_curves",
     "save_spectrogram_png",
 ]
@@ -412,3 +413,44 @@ def save_spectrogram_png(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _recorded(history: dict[str, list[float]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The steps and values of ``history[key]`` where it was computed (not NaN)."""
+    values = np.asarray(history.get(key, []), dtype=np.float64)
+    steps = np.asarray(history["step"][: values.size], dtype=np.float64)
+    keep = np.isfinite(values)
+    return steps[keep], values[keep]
+
+
+def plot_sequence_distillation(result: Any, path: str | os.PathLike[str]) -> Path:
+    """The curves of a sequence distillation (:class:`~invertible.distillation.DistillResult`):
+    the KL estimate per sample, the power loss, the student/real RMS ratio, and the
+    teacher's log-likelihood of the student's samples against that of real audio.
+    """
+    h = result.history
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    panels = [
+        (axes[0], [("kl", "KL(S‖T)")], "nats/sample", "KL estimate"),
+        (axes[1], [("power", "power loss")], "relative", "power loss"),
+        (axes[2], [("rms_ratio", "student / real")], "ratio", "RMS ratio"),
+        (axes[3], [("teacher_ll_student", "student samples"), ("teacher_ll_real", "real")],
+         "nats/sample", "teacher log-likelihood"),
+    ]  # fmt: skip
+    for ax, series, ylabel, title in panels:
+        drawn = False
+        for key, label in series:
+            steps, values = _recorded(h, key)
+            if values.size:
+                ax.plot(steps, values, lw=0.8, label=label)
+                drawn = True
+        if not drawn:
+            _empty(ax, "not recorded")
+        elif len(series) > 1:
+            ax.legend(fontsize=7)
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+    if h.get("rms_ratio"):
+        axes[2].axhline(1.0, color="k", lw=0.6, ls=":")
+    fig.tight_layout()
+    return _save(fig, path)

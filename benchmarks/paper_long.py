@@ -172,8 +172,9 @@ def _load_data(args: argparse.Namespace) -> Any:
         raise SystemExit(f"error: {first} {where}") from None
 
 
-def _saved_progress(model_dir: Path) -> tuple[float, int]:
-    """Training seconds and steps in ``model_dir``'s resumable state (zeros without one).
+def _saved_progress(model_dir: Path) -> dict[str, Any]:
+    """Training seconds, steps and evaluations without improvement in ``model_dir``'s
+    resumable state (zeros without one).
 
     Read from the state itself, not from the last record: a killed invocation saved
     progress there (at each validation) without writing a record."""
@@ -182,9 +183,9 @@ def _saved_progress(model_dir: Path) -> tuple[float, int]:
     state_dir = model_dir / "training"
     recover_checkpoint(state_dir)  # a save killed between its renames: take the old one
     if not (state_dir / "config.json").is_file():
-        return 0.0, 0
-    _, state = load_training_state(state_dir)
-    return float(state["loop"]["train_time"]), int(state["loop"]["step"])
+        return {"train_time": 0.0, "step": 0, "bad_evals": 0}
+    loop = load_training_state(state_dir)[1]["loop"]
+    return {k: loop[k] for k in ("train_time", "step", "bad_evals")}
 
 
 def _val_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -206,28 +207,16 @@ def _last_epoch_gain(curve: list[dict[str, Any]], steps_per_epoch: int) -> float
     return max(c["val"] for c in curve) - max(before)
 
 
-def train_model(
-    key: str, data: Any, args: argparse.Namespace, settings: dict[str, Any], seconds: float
-) -> dict[str, Any]:
-    """Train (or continue) ``key`` for at most ``seconds`` more, score it on the test set
-    with its best validation weights; its record (also saved in its run directory)."""
-    from benchmarks.paper import MODELS, PAPER_TABLE, build
-    from invertible.evaluation import evaluate
-    from invertible.training import existing_run, fit
+def _fit(
+    flow: Any, data: Any, args: argparse.Namespace, settings: dict[str, Any], **run: Any
+) -> Any:
+    """``invertible.fit`` at the paper's optimiser settings; ``run``: steps, max_time,
+    out_dir, resume."""
+    from invertible.training import fit
 
-    model_dir = args.run_dir / key
-    resume = args.resume and bool(existing_run(model_dir))
-    before, steps_before = _saved_progress(model_dir) if resume else (0.0, 0)
-    old = _read_json(model_dir / RESULT_FILE) if resume else None
-    torch.manual_seed(args.seed)
-    flow = build(key, data.features, settings["hidden"], settings["components"])
-    n_params = sum(p.numel() for p in flow.parameters() if p.requires_grad)
-    print(f"{MODELS[key]}: {n_params:,} parameters, {seconds / 60:.1f} min ...", flush=True)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    tr = fit(
+    return fit(
         flow,
         data,
-        steps=settings["max_epochs"] * settings["steps_per_epoch"],
         batch_size=settings["batch_size"],
         lr=settings["lr"],
         schedule="constant",
@@ -237,48 +226,114 @@ def train_model(
         eval_every=settings["eval_every"],
         val_max_rows=None,
         seed=args.seed,
-        max_time=before + seconds,  # fit's clock counts the earlier invocations too
-        out_dir=model_dir,
-        resume=resume,
         device=args.device,
         progress=False,
+        **run,
     )
-    ev = evaluate(flow, data, split="test")
+
+
+def _invocations(
+    old: dict[str, Any] | None, saved: dict[str, Any], now: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The model's invocations so far: the recorded ones, one for progress that a killed
+    invocation saved without recording it, and this one (``now``)."""
+    done = list(old["invocations"]) if old else []
+    recorded_steps = sum(i["steps"] for i in done)
+    if saved["step"] > recorded_steps:
+        done.append(
+            {
+                "started": None,
+                "note": "interrupted (killed) invocation: progress up to its last validation",
+                "train_s": saved["train_time"] - sum(i["train_s"] for i in done),
+                "steps": saved["step"] - recorded_steps,
+                "hardware": None,
+            }
+        )
+    return [*done, now]
+
+
+def _record(
+    key: str, tr: Any, ev: Any, stopped: str, settings: dict[str, Any], n_params: int
+) -> dict[str, Any]:
+    """The JSON record of a model after training ``tr`` and the test evaluation ``ev``."""
+    from benchmarks.paper import MODELS, PAPER_TABLE
+
+    spe = settings["steps_per_epoch"]
     curve = _val_curve(tr.history)
-    invocation = {
-        "started": started,
-        "train_s": tr.train_time - before,
-        "steps": tr.steps - steps_before,
-        "hardware": hardware(args),
-    }
-    record = {
+    paper = PAPER_TABLE[MODELS[key]]
+    return {
         "model": MODELS[key],
-        "status": "finished" if tr.stopped in ("early_stopping", "steps") else "in progress",
-        "stopped": tr.stopped,
+        "status": "finished" if stopped in ("early_stopping", "steps") else "in progress",
+        "stopped": stopped,
         "steps": tr.steps,
-        "epochs": tr.steps / settings["steps_per_epoch"],
+        "epochs": tr.steps / spe,
         "train_time": tr.train_time,
         "best_step": tr.best_step,
-        "best_epoch": tr.best_step / settings["steps_per_epoch"],
+        "best_epoch": tr.best_step / spe,
         "best_val_ll": tr.best_val_log_prob,
         "evals_since_best": sum(1 for c in curve if c["step"] > tr.best_step),
-        "val_gain_last_epoch": _last_epoch_gain(curve, settings["steps_per_epoch"]),
+        "val_gain_last_epoch": _last_epoch_gain(curve, spe),
         "test_ll": ev.log_prob,
         "test_two_se": ev.two_se,
-        "paper": PAPER_TABLE[MODELS[key]],
-        "gap": ev.log_prob - PAPER_TABLE[MODELS[key]],
+        "test_median": ev.median,
+        "test_min": ev.minimum,
+        "test_eval_s": ev.seconds,
+        "paper": paper,
+        "gap": ev.log_prob - paper,
         "num_params": n_params,
         "skipped_steps": tr.skipped_steps,
-        "invocations": [*(old["invocations"] if old else []), invocation],
         "val_curve": curve,
     }
+
+
+def train_model(
+    key: str, data: Any, args: argparse.Namespace, settings: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """Train (or continue) ``key`` for at most ``seconds`` more, score it on the test set
+    with its best validation weights; its record (also saved in its run directory)."""
+    from benchmarks.paper import MODELS, build
+    from invertible.evaluation import evaluate
+    from invertible.training import existing_run
+
+    model_dir = args.run_dir / key
+    resume = args.resume and bool(existing_run(model_dir))
+    saved = _saved_progress(model_dir) if resume else {"train_time": 0.0, "step": 0}
+    # killed after early stopping but before the record was written: finish, don't train
+    stopped_early = saved.get("bad_evals", 0) >= settings["patience"]
+    torch.manual_seed(args.seed)
+    flow = build(key, data.features, settings["hidden"], settings["components"])
+    n_params = sum(p.numel() for p in flow.parameters() if p.requires_grad)
+    print(f"{MODELS[key]}: {n_params:,} parameters, {seconds / 60:.1f} min ...", flush=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tr = _fit(
+        flow,
+        data,
+        args,
+        settings,
+        steps=saved["step"]
+        if stopped_early
+        else settings["max_epochs"] * settings["steps_per_epoch"],
+        max_time=saved["train_time"] + seconds,  # fit's clock counts earlier invocations
+        out_dir=model_dir,
+        resume=resume,
+    )
+    stopped = "early_stopping" if stopped_early else tr.stopped
+    ev = evaluate(flow, data, split="test")
+    record = _record(key, tr, ev, stopped, settings, n_params)
+    now = {
+        "started": started,
+        "train_s": tr.train_time - saved["train_time"],
+        "steps": tr.steps - saved["step"],
+        "hardware": hardware(args),
+    }
+    old = _read_json(model_dir / RESULT_FILE) if resume else None
+    record["invocations"] = _invocations(old, saved, now)
     _write_json(model_dir / RESULT_FILE, record)
     print(
-        f"{MODELS[key]}: {record['status']} ({tr.stopped}), {tr.steps} steps "
+        f"{MODELS[key]}: {record['status']} ({stopped}), {tr.steps} steps "
         f"({record['epochs']:.2f} epochs, {_duration(tr.train_time)} in all), best val "
         f"{tr.best_val_log_prob or math.nan:.2f} at epoch {record['best_epoch']:.2f}; test "
-        f"{ev.log_prob:.2f} "
-        f"± {ev.two_se:.2f} (paper {record['paper']:.2f})",
+        f"{ev.log_prob:.2f} ± {ev.two_se:.2f} (paper {record['paper']:.2f})",
         flush=True,
     )
     return record
@@ -355,7 +410,11 @@ def _hardware_line(record: dict[str, Any]) -> str:
     seconds: dict[str, float] = {}
     for inv in record["invocations"]:
         hw = inv["hardware"]
-        name = f"{hw['device']} ({hw['processor']}, {hw['cpus']} CPUs), {hw['threads']} thread(s)"
+        name = (
+            "not recorded (killed invocations)"
+            if hw is None
+            else f"{hw['device']} ({hw['processor']}, {hw['cpus']} CPUs), {hw['threads']} thread(s)"
+        )
         seconds[name] = seconds.get(name, 0.0) + inv["train_s"]
     return "; ".join(f"{name}: {_duration(t)}" for name, t in seconds.items())
 

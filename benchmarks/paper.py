@@ -339,21 +339,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="BSDS300 with the MAF paper's protocol (CPU budget) next to the paper's table",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("--budget-steps", type=int, default=5000, help="max Adam steps per model")
+    parser.add_argument(
+        "--budget-steps", type=int, default=5000, help="max Adam steps per model (short mode)"
+    )
     parser.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=list(MODELS), help="models to run"
     )
     # these five default by mode (SHORT_DEFAULTS, paper_long.LONG_DEFAULTS)
-    parser.add_argument("--hidden", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help="MADE widths (512 512; --long: 1024 1024)",
+    )
     parser.add_argument("--components", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="Adam lr (1e-3; --long: 1e-4)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=1e-6)
-    parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--n-train", type=int, default=None)
-    parser.add_argument("--n-val", type=int, default=None)
-    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=250, help="short mode only")
+    parser.add_argument("--patience", type=int, default=10, help="evaluations; short mode only")
+    parser.add_argument("--n-train", type=int, default=None, help="100,000 (--long: 1,000,000)")
+    parser.add_argument("--n-val", type=int, default=None, help="10,000 (--long: 50,000)")
+    parser.add_argument("--n-test", type=int, default=None, help="50,000 (--long: 250,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=DATA_DIR)

@@ -419,6 +419,10 @@ def _hardware_line(record: dict[str, Any]) -> str:
     return "; ".join(f"{name}: {_duration(t)}" for name, t in seconds.items())
 
 
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def _row(name: str, paper: float, r: dict[str, Any] | None, patience: int) -> str:
     if r is None:
         return f"| {name} | {paper:.2f} | not run | — | — | — | — | — | — | — |"
@@ -427,7 +431,7 @@ def _row(name: str, paper: float, r: dict[str, Any] | None, patience: int) -> st
     return (
         f"| {name} | {paper:.2f} | {r['test_ll']:.2f} ± {r['test_two_se']:.2f} "
         f"| {r['gap']:+.2f} | {r['status']} | {r['epochs']:.2f} ({r['steps']:,}) "
-        f"| {r['best_val_ll']:.2f} ({r['best_epoch']:.2f}) | {gain_s} "
+        f"| {_num(r['best_val_ll'])} ({r['best_epoch']:.2f}) | {gain_s} "
         f"| {r['evals_since_best']}/{patience} | {_duration(r['train_time'])} "
         f"({len(r['invocations'])}) |"
     )

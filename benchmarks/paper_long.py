@@ -18,7 +18,9 @@ way the paper did, which takes days on a CPU, so it runs in pieces:
   trains until it early-stops (then it is *finished*, and skipped by later invocations) or
   the budget ends (then it is *in progress*, and ``--resume`` continues it from its state in
   ``--run-dir``/<model> with the same batches, optimiser and patience count). Loading the
-  data and the final test evaluations come on top of the budget.
+  data and the final test evaluations come on top of the budget. A stop by the budget adds
+  one validation off the every-fifth-of-an-epoch grid (``fit`` validates where it stops), so
+  each interruption can bring the early stop at most one evaluation forward.
 
 After each invocation every model that has trained at all is scored on the test set with
 its best validation weights, and ``long.json`` and ``long.md`` are written (atomically) to
@@ -458,6 +460,10 @@ def markdown(payload: dict[str, Any]) -> str:
     for key, name in MODELS.items():
         lines.append(_row(name, PAPER_TABLE[name], payload["results"].get(key), s["patience"]))
     lines += [
+        "",
+        "*val gain, last epoch*: how much the best validation log-likelihood rose over the "
+        "last epoch trained (what the curve says is still to come); *evals since best / "
+        "patience*: how near the early stop is.",
         "",
         "Hardware per model (training time on each):",
         "",

@@ -27,6 +27,9 @@ Protocol (paper → here):
 Writes ``paper.json`` and ``paper.md`` to ``--out`` (default ``benchmarks/results/paper``)
 after every model, and prints the status of the other MAF-paper datasets
 (:func:`invertible.data.list_datasets`).
+
+``--long`` runs the paper's setting instead, resumable across invocations
+(:mod:`benchmarks.paper_long`; ``long.json`` and ``long.md``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODELS", "PAPER_TABLE", "add_parser", "build", "dataset_readiness", "main", "run"]
+from benchmarks import paper_long
+
+__all__ = [
+    "MODELS",
+    "PAPER_TABLE",
+    "SHORT_DEFAULTS",
+    "add_parser",
+    "build",
+    "dataset_readiness",
+    "main",
+    "resolve_defaults",
+    "run",
+]
 
 DEFAULT_OUT = Path("benchmarks/results/paper")
 DATA_DIR = "/work/shared/data"
@@ -174,8 +189,35 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHORT_DEFAULTS: dict[str, Any] = {
+    "hidden": [512, 512],
+    "lr": 1e-3,
+    "n_train": 100_000,
+    "n_val": 10_000,
+    "n_test": 50_000,
+}
+"""The short (CPU-budget) mode's defaults of the flags it shares with ``--long``."""
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the shared flags left unset with the defaults of the chosen mode."""
+    defaults = paper_long.LONG_DEFAULTS if args.long else SHORT_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the BSDS300 comparison described by the parsed command line ``args``."""
+    resolve_defaults(args)
+    if args.long:
+        return paper_long.run_long(args)
+    return run_short(args)
+
+
+def run_short(args: argparse.Namespace) -> int:
+    """The budget-limited comparison (``python -m benchmarks paper`` without ``--long``)."""
     from invertible.data import load_dataset
     from invertible.evaluation import evaluate
     from invertible.training import fit
@@ -297,25 +339,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="BSDS300 with the MAF paper's protocol (CPU budget) next to the paper's table",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    parser.add_argument("--budget-steps", type=int, default=5000, help="max Adam steps per model")
+    parser.add_argument(
+        "--budget-steps", type=int, default=5000, help="max Adam steps per model (short mode)"
+    )
     parser.add_argument(
         "--models", nargs="*", choices=list(MODELS), default=list(MODELS), help="models to run"
     )
-    parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
+    # these five default by mode (SHORT_DEFAULTS, paper_long.LONG_DEFAULTS)
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help="MADE widths (512 512; --long: 1024 1024)",
+    )
     parser.add_argument("--components", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None, help="Adam lr (1e-3; --long: 1e-4)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=1e-6)
-    parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--n-train", type=int, default=100_000)
-    parser.add_argument("--n-val", type=int, default=10_000)
-    parser.add_argument("--n-test", type=int, default=50_000)
+    parser.add_argument("--eval-every", type=int, default=250, help="short mode only")
+    parser.add_argument("--patience", type=int, default=10, help="evaluations; short mode only")
+    parser.add_argument("--n-train", type=int, default=None, help="100,000 (--long: 1,000,000)")
+    parser.add_argument("--n-val", type=int, default=None, help="10,000 (--long: 50,000)")
+    parser.add_argument("--n-test", type=int, default=None, help="50,000 (--long: 250,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=DATA_DIR)
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     parser.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_OUT})")
+    paper_long.add_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from benchmarks.adapter import architecture, make_optimizer
 from benchmarks.invertible_adapter import build_invertible
@@ -40,3 +41,66 @@ def test_speed_harness_quick_run(tmp_path: Path) -> None:
     assert "MAF D=2" in table and "coupling D=2" in table
     payload = json.loads((tmp_path / "speed.json").read_text())
     assert payload  # every timed block is recorded
+
+
+BSDS300_DIR = Path("/work/shared/data")
+TINY_LONG = [
+    "paper", "--long", "--hidden", "8", "8", "--n-train", "2000", "--n-val", "500",
+    "--n-test", "500", "--threads", "1",
+]  # fmt: skip
+
+
+def _paper_long(tmp_path: Path, *flags: str) -> int:
+    """``python -m benchmarks paper --long`` at a tiny size, in this process."""
+    from benchmarks.__main__ import main
+
+    threads = torch.get_num_threads()
+    try:
+        return main(
+            [*TINY_LONG, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path), *flags]
+        )
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets its own
+
+
+def test_paper_long_resumes_and_accumulates(tmp_path: Path) -> None:
+    if not (BSDS300_DIR / "bsds300").is_dir():
+        pytest.skip(f"BSDS300 images not in {BSDS300_DIR}")
+    # patience beyond the budget: the model must still be in progress after the first call
+    flags = ["--data-dir", str(BSDS300_DIR), "--models", "maf5", "mademog"]
+    flags += ["--minutes", "0.05", "--patience-epochs", "1000"]
+    assert _paper_long(tmp_path, *flags) == 0
+    first = json.loads((tmp_path / "long.json").read_text())["results"]
+    assert set(first) == {"maf5"}  # the shared budget went to the first model
+    assert first["maf5"]["status"] == "in progress" and first["maf5"]["steps"] > 0
+    assert _paper_long(tmp_path, *flags) == 2  # a second run there needs --resume
+    assert _paper_long(tmp_path, *flags, "--resume") == 0
+    payload = json.loads((tmp_path / "long.json").read_text())
+    again = payload["results"]["maf5"]
+    assert again["steps"] > first["maf5"]["steps"]
+    assert again["train_time"] > first["maf5"]["train_time"]
+    assert again["invocations"][0]["steps"] == first["maf5"]["steps"]
+    assert sum(i["steps"] for i in again["invocations"]) == again["steps"]
+    assert again["val_curve"] and again["test_two_se"] > 0
+    assert again["paper"] == 155.69 and "MAF(5)" in (tmp_path / "long.md").read_text()
+
+
+def test_paper_long_finished_models_are_skipped(tmp_path: Path) -> None:
+    if not (BSDS300_DIR / "bsds300").is_dir():
+        pytest.skip(f"BSDS300 images not in {BSDS300_DIR}")
+    # a large step and one evaluation of patience: MADE MoG stops early within the budget
+    flags = ["--data-dir", str(BSDS300_DIR), "--models", "mademog", "--lr", "0.05"]
+    flags += ["--patience-epochs", "0.2", "--minutes", "0.2"]
+    assert _paper_long(tmp_path, *flags) == 0
+    done = json.loads((tmp_path / "long.json").read_text())["results"]["mademog"]
+    assert done["status"] == "finished"
+    assert _paper_long(tmp_path, *flags, "--resume") == 0
+    assert json.loads((tmp_path / "long.json").read_text())["results"]["mademog"] == done
+
+
+def test_paper_long_missing_data_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        _paper_long(tmp_path, "--data-dir", str(tmp_path / "empty"), "--minutes", "0.01")
+    message = str(info.value)
+    assert message.startswith("error: Dataset 'bsds300'") and "\n" not in message
+    assert "put BSDS300-images.tgz" in message

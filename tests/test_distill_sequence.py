@@ -13,6 +13,7 @@ import invertible as inv
 from invertible.distillation import (
     SEQUENCE_LOSSES,
     power_loss,
+    real_spectrum,
     sequence_distillation_losses,
     time_averaged_spectrum,
 )
@@ -163,6 +164,27 @@ def test_the_student_starts_at_the_level_and_spectrum_of_the_data():
     assert 0.5 < ratio < 2.0, ratio
     fresh = inv.WaveNetIAF(**{**student.config, "linear_order": 32}).sample(4, length=2048)
     assert float(fresh.std() / x.std()) > 50  # the identity start: loud white noise
+
+
+def test_power_loss_target_is_the_whole_set_spectrum():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(10, 2048, generator=g) * torch.linspace(0.01, 1.0, 10)[:, None]
+    target = real_spectrum(real, chunk=3)  # chunks of unequal size average like one pass
+    torch.testing.assert_close(target, time_averaged_spectrum(real))
+    x = torch.randn(2, 2048, generator=g)
+    torch.testing.assert_close(power_loss(x, target=target), power_loss(x, real))
+    # against the whole set, the spectrum's own level wins; against single quiet and loud
+    # crops in turn, a relative gap rewards a level below it (the whispering bias)
+    level = (time_averaged_spectrum(real).mean() / time_averaged_spectrum(x).mean()).sqrt()
+    for scale in (0.5, 2.0):
+        assert float(power_loss(level * x, target=target)) < float(
+            power_loss(scale * level * x, target=target)
+        )
+    per_crop = [sum(float(power_loss(s * level * x, real[i : i + 1])) for i in range(10))
+                for s in (0.5, 1.0)]  # fmt: skip
+    assert per_crop[0] < per_crop[1]
+    with pytest.raises(ValueError, match="exactly one"):
+        power_loss(x)
 
 
 def test_power_loss_is_zero_for_identical_spectra_and_positive_otherwise():

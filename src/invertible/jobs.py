@@ -43,7 +43,7 @@ from invertible.evaluation.audio import (
     fit_baselines,
     sample_quality,
 )
-from invertible.evaluation.speed import naive_steady_state_speed, sequence_sampling_speed
+from invertible.evaluation.speed import NAIVE_STEADY_STATE, Sampler, time_samplers
 from invertible.files import atomic_write_text
 from invertible.presets import IAF, WaveNetMAF
 from invertible.training import DivergedError, RunExistsError, TrainResult, fit
@@ -494,33 +494,29 @@ def _speech_clips(
 
 def _sampler_speeds(teacher: Flow, student: Flow, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The teacher's naive and incremental samplers and the student's, at batch 1 and
-    batched, and the student's speed-up over each (same batch).
+    batched, timed interleaved, and the student's speed-up over each (same batch).
     """
-    rate, repeats, batch = 16000, int(settings["repeats"]), int(settings["batch"])
-    long, short = (
-        int(settings["speed_seconds"] * rate),
-        int(settings["teacher_speed_seconds"] * rate),
+    rate, batch = 16000, int(settings["batch"])
+    long = int(settings["speed_seconds"] * rate)
+    short = int(settings["teacher_speed_seconds"] * rate)
+    samplers = {}
+    for b, student_length, teacher_length in ((1, long, short), (batch, rate, max(1, short // 4))):
+        samplers[("student", b)] = Sampler(student, b, student_length)
+        samplers[("teacher", b, "incremental")] = Sampler(teacher, b, teacher_length, "incremental")
+        samplers[("teacher", b, "naive")] = Sampler(teacher, b, method=NAIVE_STEADY_STATE)
+    timings = time_samplers(
+        {" ".join(map(str, k)): v for k, v in samplers.items()}, repeats=int(settings["repeats"])
     )
-    rows = []
+    rows = [{"model": key[0], **timings[" ".join(map(str, key))]} for key in samplers]
+    speedups = {}
     for b in (1, batch):
-        student_length, teacher_length = (long, short) if b == 1 else (rate, short // 4 or 1)
-        rows += [
-            {"model": "student", **sequence_sampling_speed(
-                student, length=student_length, batch=b, repeats=repeats)},
-            {"model": "teacher", **sequence_sampling_speed(
-                teacher, length=teacher_length, batch=b, repeats=max(1, repeats // 2),
-                sequential="incremental")},
-            {"model": "teacher", **naive_steady_state_speed(teacher, batch=b, repeats=repeats)},
-        ]  # fmt: skip
-    speedups: dict[str, float] = {}
-    for b in (1, batch):
-        at = {r["method"]: r for r in rows if r["batch"] == b}
-        student_rate = next(r for r in rows if r["batch"] == b and r["model"] == "student")
-        for method in ("incremental", "naive (steady state)"):
-            speedups[f"batch {b}, over {method}"] = (
-                student_rate["samples_per_s"] / at[method]["samples_per_s"]
-            )
-    return {"rows": rows, "speedups": speedups, "repeats": repeats}
+        student_rate = timings[f"student {b}"]["samples_per_s"]
+        for method in ("incremental", "naive"):
+            name = "incremental" if method == "incremental" else NAIVE_STEADY_STATE
+            teacher_rate = timings[f"teacher {b} {method}"]["samples_per_s"]
+            speedups[f"batch {b}, over {name}"] = student_rate / teacher_rate
+    return {"rows": rows, "speedups": speedups, "repeats": int(settings["repeats"]),
+            "interleaved": True}  # fmt: skip
 
 
 def speech_job(

@@ -26,6 +26,7 @@ from invertible.distillation.sequence import (
     SEQUENCE_LOSSES,
     SequenceDistillationLoss,
     power_loss,
+    real_spectrum,
     sequence_distillation_losses,
     time_averaged_spectrum,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "make_student",
     "make_wavenet_student",
     "power_loss",
+    "real_spectrum",
     "sequence_distillation_losses",
     "time_averaged_spectrum",
 ]

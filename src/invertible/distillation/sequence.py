@@ -238,43 +238,69 @@ def _closed_form(
 
 
 def time_averaged_spectrum(x: Tensor, n_fft: int = 1024, hop: int = 256) -> Tensor:
-    r"""φ(x) = the mean over the batch and the frames of \|STFT(x)\|, ``[n_fft // 2 + 1]``.
+    r"""φ(x) = the mean over the batch and the frames of \|STFT(x)\|², ``[n_fft // 2 + 1]``.
 
-    A Hann window; ``torch.stft(normalized=True)``, so a white noise of standard deviation
-    σ has φ ≈ σ·√(3/8) in every bin, whatever ``n_fft``. Differentiable.
+    The long-term power spectrum: a Hann window and ``torch.stft(normalized=True)``, so a
+    white noise of standard deviation σ has φ ≈ σ²·3/8 in every bin, whatever ``n_fft``,
+    and by Parseval its sum over bins follows the mean square of x (so matching φ matches
+    the RMS level). Differentiable.
 
     Example:
         >>> import torch
         >>> x = torch.randn(4, 8192, generator=torch.Generator().manual_seed(0))
-        >>> round(float(time_averaged_spectrum(x).mean()), 1)
-        0.5
+        >>> round(float(time_averaged_spectrum(x).mean()), 2)
+        0.38
     """
     if x.shape[-1] < n_fft:
         raise ValueError(f"x: need at least n_fft={n_fft} samples per sequence, got {x.shape[-1]}")
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
     spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop_length=hop, window=window,
                       center=False, normalized=True, return_complex=True)  # fmt: skip
-    return spec.abs().mean(dim=(0, 2))
+    return spec.abs().square().mean(dim=(0, 2))
 
 
-def power_loss(x: Tensor, real: Tensor, n_fft: int = 1024, hop: int = 256) -> Tensor:
-    r"""The power (STFT) loss of Parallel WaveNet, unconditional form.
+def power_loss(
+    x: Tensor, real: Tensor | None = None, *, target: Tensor | None = None,
+    n_fft: int = 1024, hop: int = 256,
+) -> Tensor:  # fmt: skip
+    r"""The power (STFT) loss of Parallel WaveNet, unconditional form, on a log scale.
 
-    .. math:: \sum_f \big(φ(x)_f - φ(y)_f\big)^2 \,/\, \sum_f φ(y)_f^2
+    .. math:: \frac{1}{F} \sum_f \big(\log φ(x)_f - \log φ(y)_f\big)^2
 
-    with φ the time-averaged magnitude spectrum (:func:`time_averaged_spectrum`) of the
-    student's samples x and of real audio y: zero for identical spectra, and relative to
-    the real spectrum's energy, so its weight does not depend on the audio's level.
+    with φ the long-term power spectrum (:func:`time_averaged_spectrum`) of the student's
+    samples x and of real audio y: zero for identical spectra, (2 ln g)² for a gain g, the
+    same weight for every frequency band (a squared gap of powers would see only the
+    loudest bins), and independent of the audio's level. Its square root is, up to the
+    factor 10/ln 10, the long-term spectrum distance in dB of the quality table.
+
+    Give either ``real`` audio or its spectrum ``target`` = φ(y). For training, φ(y) should
+    be the average over a large set of real audio (:class:`SequenceDistillationLoss`
+    computes it once over all its crops): against the spectra of a few random crops per
+    step the loss is minimised by a student quieter than speech (the log of an average
+    is above the average of the logs).
 
     Example:
-        >>> import torch
+        >>> import math, torch
         >>> y = torch.randn(2, 4096, generator=torch.Generator().manual_seed(0))
-        >>> float(power_loss(y, y)), bool(power_loss(0.1 * y, y) > 0.5)
+        >>> gain = float(power_loss(0.1 * y, y))  # (2 ln 0.1)² = 21.2
+        >>> float(power_loss(y, y)), abs(gain - (2 * math.log(0.1)) ** 2) < 1e-3
         (0.0, True)
     """
-    target = time_averaged_spectrum(real, n_fft, hop).detach()
-    gap = time_averaged_spectrum(x, n_fft, hop) - target
-    return gap.square().sum() / target.square().sum().clamp(min=1e-20)
+    if (real is None) == (target is None):
+        raise ValueError("power_loss: give exactly one of real= and target=")
+    if target is None:
+        target = time_averaged_spectrum(real, n_fft, hop)  # type: ignore[arg-type]
+    target = target.detach().clamp(min=1e-20)
+    gap = time_averaged_spectrum(x, n_fft, hop).clamp(min=1e-20).log() - target.log()
+    return gap.square().mean()
+
+
+@torch.no_grad()
+def real_spectrum(real: Tensor, chunk: int = 64, n_fft: int = 1024, hop: int = 256) -> Tensor:
+    """φ of all of ``real`` (``[N, T]``), ``chunk`` rows at a time: the power loss's target."""
+    parts = [time_averaged_spectrum(real[i : i + chunk], n_fft, hop) * len(real[i : i + chunk])
+             for i in range(0, real.shape[0], chunk)]  # fmt: skip
+    return torch.stack(parts).sum(dim=0) / real.shape[0]
 
 
 class SequenceDistillationLoss:
@@ -283,8 +309,9 @@ class SequenceDistillationLoss:
     Each call draws ``batch`` student sequences of ``length`` samples (the step's batch is
     an empty ``[batch, 0]`` tensor: only its length is used), computes the estimator's parts
     (:func:`sequence_distillation_losses`) and adds ``power_weight`` × :func:`power_loss`
-    against a batch of real crops. Every ``monitor_every`` steps it also records the
-    student/real RMS ratio and the teacher's log-likelihood per sample of real crops
+    against the time-averaged spectrum of all the real crops (computed once). Every
+    ``monitor_every`` steps it also records the RMS ratio of the student's samples to all
+    the real audio and the teacher's log-likelihood per sample of a batch of real crops
     (``teacher_ll_real``) beside that of the student's samples (``teacher_ll_student``).
 
     Args:
@@ -328,6 +355,9 @@ class SequenceDistillationLoss:
         self.estimator = {"warmup": warmup, "draws": draws, "log_scale_floor": log_scale_floor,
                           "regularizer": regularizer}  # fmt: skip
         self.power_weight, self.real, self.monitor_every = power_weight, real, monitor_every
+        if real is not None:  # fixed targets: the whole set's spectrum and level
+            self.target = real_spectrum(real)
+            self.real_rms = real.square().mean().sqrt()
 
     def real_batch(self, n: int) -> Tensor:
         """``n`` random crops of ``length`` samples from the real audio."""
@@ -348,13 +378,12 @@ class SequenceDistillationLoss:
         total = parts["loss"]
         monitor = self.real is not None and step % self.monitor_every == 0
         if self.power_weight or monitor:
-            real = self.real_batch(batch.shape[0])
-            power = power_loss(parts["x"], real)
+            power = power_loss(parts["x"], target=self.target)
             numbers["power"] = power.detach()
             if self.power_weight:
                 total = total + self.power_weight * power
             if monitor:
-                numbers |= self._monitors(parts["x"].detach(), real)
+                numbers |= self._monitors(parts["x"].detach(), self.real_batch(batch.shape[0]))
         return total, numbers
 
     def _monitors(self, x: Tensor, real: Tensor) -> dict[str, Tensor]:
@@ -362,5 +391,5 @@ class SequenceDistillationLoss:
         with torch.no_grad():
             mu, log_sigma = _teacher_layer(self.teacher).conditionals(real)  # type: ignore[union-attr]
             ll_real = _scored(_loc_scale_log_prob(self.teacher, real, mu, log_sigma), warmup)
-            ratio = x.square().mean().sqrt() / real.square().mean().sqrt().clamp(min=1e-12)
+            ratio = x.square().mean().sqrt() / self.real_rms.clamp(min=1e-12)
         return {"teacher_ll_real": ll_real, "rms_ratio": ratio}

@@ -5,8 +5,8 @@
 - :mod:`~invertible.evaluation.dequantize`: the training and evaluation noise of images;
 - :mod:`~invertible.evaluation.sampling`: :func:`sample_to_npy`, :func:`sample_images`;
 - :mod:`~invertible.evaluation.speed`: :func:`density_throughput`,
-  :func:`sampling_throughput`, and for sequence flows :func:`sequence_sampling_speed` and
-  :func:`naive_steady_state_speed`;
+  :func:`sampling_throughput`, and for sequence flows :func:`time_samplers` (interleaved),
+  :func:`sequence_sampling_speed` and :func:`naive_steady_state_speed`;
 - :mod:`~invertible.evaluation.stats`: :func:`mmd`, :func:`mmd_test`.
 """
 
@@ -27,19 +27,24 @@ from invertible.evaluation.likelihood import (
 )
 from invertible.evaluation.sampling import sample_images, sample_to_npy
 from invertible.evaluation.speed import (
+    NAIVE_STEADY_STATE,
+    Sampler,
     density_throughput,
     naive_steady_state_speed,
     sampling_throughput,
     sequence_sampling_speed,
     sequential_method,
+    time_samplers,
     timed,
 )
 from invertible.evaluation.stats import median_bandwidth, mmd, mmd_test
 
 __all__ = [
     "EVAL_NOISE_SEED",
+    "NAIVE_STEADY_STATE",
     "NOISE_BLOCK_ROWS",
     "EvalResult",
+    "Sampler",
     "check_data_matches",
     "density_throughput",
     "dequantize_eval",
@@ -58,5 +63,6 @@ __all__ = [
     "sampling_throughput",
     "sequence_sampling_speed",
     "sequential_method",
+    "time_samplers",
     "timed",
 ]

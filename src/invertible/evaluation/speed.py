@@ -9,7 +9,8 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,34 +23,46 @@ from invertible.transforms.autoregressive import AffineAutoregressive
 from invertible.transforms.sequence import WaveNetAutoregressive
 
 __all__ = [
+    "NAIVE_STEADY_STATE",
+    "Sampler",
     "density_throughput",
     "naive_steady_state_speed",
     "sampling_throughput",
     "sequence_sampling_speed",
     "sequential_method",
+    "time_samplers",
     "timed",
 ]
 
 
 def timed(
-    fn: Callable[[], Any], device: torch.device, repeats: int, statistic: str = "min"
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    statistic: str = "min",
+    *,
+    warmup: bool = True,
 ) -> float:
     """Seconds of the fastest (``statistic="min"``) or the median (``"median"``) of
-    ``repeats`` calls of ``fn``, after one warm-up call that is not counted.
+    ``repeats`` calls of ``fn``, after one warm-up call that is not counted (``warmup``);
+    with ``repeats=0`` it only warms up and returns inf.
     """
     if statistic not in ("min", "median"):
         raise ValueError(f"statistic: expected 'min' or 'median', got {statistic!r}")
-    fn()  # warm-up
+    if warmup:
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = []
+    seconds: list[float] = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
-    return min(seconds, default=math.inf) if statistic == "min" else statistics.median(seconds)
+    if not seconds:
+        return math.inf
+    return min(seconds) if statistic == "min" else statistics.median(seconds)
 
 
 @contextlib.contextmanager
@@ -129,7 +142,88 @@ def _rates(samples: int, seconds: float, batch: int, sample_rate: int) -> dict[s
     }
 
 
+#: The naive sampler's rate on long audio, timed from one of its steps (see
+#: :func:`naive_steady_state_speed`).
+NAIVE_STEADY_STATE = "naive (steady state)"
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One sampler of a sequence flow to time: ``flow.sample(batch, length=length)`` with
+    its autoregressive layers in ``method`` (``"naive"``, ``"incremental"``, ``None`` as
+    built), or with ``method=NAIVE_STEADY_STATE`` one naive step on long audio (``length``
+    unused).
+    """
+
+    flow: Flow
+    batch: int = 1
+    length: int = 16000
+    method: str | None = None
+
+    def call(self) -> Callable[[], Any]:
+        """The timed call (no gradients, input checks off)."""
+        if self.method == NAIVE_STEADY_STATE:
+            dtype, device = dtype_device(self.flow)
+            window = torch.zeros(self.batch, self.flow.receptive_field + 1, dtype=dtype,
+                                 device=device)  # fmt: skip
+            return lambda: self.flow.log_prob(window)
+
+        def sample() -> Any:
+            with sequential_method(self.flow, self.method):
+                return self.flow.sample(self.batch, length=self.length)
+
+        return sample
+
+    def row(self, seconds: float, repeats: int, sample_rate: int) -> dict[str, Any]:
+        """The timing as a table row: seconds, samples/s, × real time."""
+        steady = self.method == NAIVE_STEADY_STATE
+        key = "seconds_per_step" if steady else "seconds"
+        row = {
+            "method": self.method or "as built",
+            "batch": self.batch,
+            "length": None if steady else self.length,
+            key: seconds,
+            "repeats": repeats,
+        }
+        samples = self.batch if steady else self.batch * self.length
+        return {**row, **_rates(samples, seconds, self.batch, sample_rate)}
+
+
 @torch.no_grad()
+def time_samplers(
+    samplers: Mapping[str, Sampler], *, repeats: int = 5, sample_rate: int = 16000
+) -> dict[str, dict[str, Any]]:
+    """Median seconds of each sampler over ``repeats`` rounds, **interleaved**: one warm-up
+    call of each, then each round calls every sampler once, so a change in the machine's
+    load hits all of them alike and their ratios stay fair. Flows are timed in eval mode
+    (restored after).
+
+    Returns:
+        ``{name: row}`` with ``method``, ``batch``, ``length``, ``seconds`` (or
+        ``seconds_per_step``), ``samples_per_s``, ``x_real_time`` (aggregate over the
+        batch) and ``x_real_time_per_stream``.
+    """
+    flows = {id(s.flow): s.flow for s in samplers.values()}
+    modes = {key: flow.training for key, flow in flows.items()}
+    calls = {name: s.call() for name, s in samplers.items()}
+    devices = {name: dtype_device(s.flow)[1] for name, s in samplers.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in samplers}
+    try:
+        for flow in flows.values():
+            flow.eval()
+        with validation(False):
+            for name, fn in calls.items():
+                timed(fn, devices[name], 0)  # warm-up only
+            for _ in range(repeats):
+                for name, fn in calls.items():
+                    seconds[name].append(timed(fn, devices[name], 1, warmup=False))
+    finally:
+        for key, flow in flows.items():
+            flow.train(modes[key])
+    return {name: samplers[name].row(statistics.median(seconds[name]), repeats, sample_rate)
+            for name in samplers}  # fmt: skip
+
+
 def sequence_sampling_speed(
     flow: Flow,
     *,
@@ -158,20 +252,10 @@ def sequence_sampling_speed(
         >>> sequence_sampling_speed(flow, length=100, repeats=1)["samples_per_s"] > 0
         True
     """
-    _, device = dtype_device(flow)
-    was_training = flow.training
-    flow.eval()
-    try:
-        with sequential_method(flow, sequential), validation(False):
-            seconds = timed(lambda: flow.sample(batch, length=length), device, repeats, "median")
-    finally:
-        flow.train(was_training)
-    row = {"method": sequential or "as built", "batch": batch, "length": length,
-           "seconds": seconds, "repeats": repeats}  # fmt: skip
-    return {**row, **_rates(batch * length, seconds, batch, sample_rate)}
+    sampler = Sampler(flow, batch, length, sequential)
+    return time_samplers({"one": sampler}, repeats=repeats, sample_rate=sample_rate)["one"]
 
 
-@torch.no_grad()
 def naive_steady_state_speed(
     flow: Flow, *, batch: int = 1, repeats: int = 5, sample_rate: int = 16000
 ) -> dict[str, Any]:
@@ -189,15 +273,5 @@ def naive_steady_state_speed(
         >>> naive_steady_state_speed(flow, repeats=1)["method"]
         'naive (steady state)'
     """
-    dtype, device = dtype_device(flow)
-    window = torch.zeros(batch, flow.receptive_field + 1, dtype=dtype, device=device)
-    was_training = flow.training
-    flow.eval()
-    try:
-        with validation(False):
-            seconds = timed(lambda: flow.log_prob(window), device, repeats, "median")
-    finally:
-        flow.train(was_training)
-    row = {"method": "naive (steady state)", "batch": batch, "length": None,
-           "seconds_per_step": seconds, "repeats": repeats}  # fmt: skip
-    return {**row, **_rates(batch, seconds, batch, sample_rate)}
+    sampler = Sampler(flow, batch, method=NAIVE_STEADY_STATE)
+    return time_samplers({"one": sampler}, repeats=repeats, sample_rate=sample_rate)["one"]

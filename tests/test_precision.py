@@ -212,3 +212,29 @@ def test_fp16_with_grad_scaler_on_cuda() -> None:
     with torch.autocast("cuda", dtype=torch.float16):
         assert flow.log_prob(x).dtype == torch.float32
     assert 0 < trainer.scaler.get_scale() <= 2.0**16
+
+
+def test_ddp_strategy_trains_in_bf16() -> None:
+    """The data-parallel step takes the same autocast path (one gloo process here)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from invertible.training.ddp import DDPStrategy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        config = TrainConfig(steps=40, batch_size=64, lr=3e-3, eval_every=20, patience=None,
+                             precision="bf16")  # fmt: skip
+        trainer = Trainer(FLOWS["maf"](), _vectors(6), config, progress=False,
+                          strategy=DDPStrategy())  # fmt: skip
+        result = trainer.run()
+    finally:
+        dist.destroy_process_group()
+    losses = [r["train_loss"] for r in result.history if r.get("event") == "eval"]
+    assert losses[-1] < losses[0] and result.skipped_steps == 0
+    assert result.precision == "bf16"

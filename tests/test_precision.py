@@ -116,9 +116,15 @@ def test_block_sparse_product_runs_in_the_autocast_dtype() -> None:
     assert torch.all(grads["blocks"][1][~mask] == 0), "a masked-out weight got a gradient"
 
 
-def test_made_uses_the_block_path_under_autocast_at_large_batches() -> None:
+@pytest.mark.parametrize("groups", [None, 4])
+def test_made_under_autocast_on_the_block_path(groups: int | None) -> None:
+    """Automatic plans run bf16 products of this size dense (faster); forced blocks too
+    run in bf16 and agree."""
     made = MADE(63, hidden_features=(512, 512))
-    assert made._plan(1, 512) is not None, "the block path does not run at this size"
+    made.block_groups = groups
+    assert made._plan(1, 512) is not None, "the fp32 block path does not run at this size"
+    blocks = made._plan(1, 512, BF16) is not None
+    assert blocks == (groups is not None)
     with torch.no_grad():
         made.layers[-1].weight.normal_(std=0.05)
     x = torch.randn(512, 63)

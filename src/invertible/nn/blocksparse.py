@@ -312,7 +312,11 @@ def masked_linear(
         True
     """
     if plan is None:
-        return F.linear(x, weight * mask, bias)
+        dtype = autocast_dtype_of(x, weight)
+        if dtype is not None:  # cast, then mask: half the bytes for the mask and its backward
+            weight = weight.to(dtype)
+        # ``where``, not ``weight * mask``: no copy of the bool mask into the weight's dtype
+        return F.linear(x, torch.where(mask, weight, 0.0), bias)
     if torch.jit.is_tracing():  # the tracer cannot record a Python autograd Function
         return _blocks_forward(x, weight, bias, mask, plan)  # same blocks, autograd's backward
     dtype = autocast_dtype_of(x, weight)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invertible.tensors import full_precision
+
 __all__ = ["CausalWaveNet", "wavenet_dilations"]
 
 Step = Callable[[int, Tensor], tuple[Tensor, Any]]
@@ -222,7 +224,7 @@ class CausalWaveNet(nn.Module):
         kernel = self.linear_weight.flip(0).view(1, 1, p)
         # In the data's precision even under autocast: a linear prediction of audio from
         # its past is most of the mean, and bf16's 8-bit mantissa would round it visibly.
-        with torch.autocast(x.device.type, enabled=False):
+        with full_precision():
             out = F.conv1d(padded.to(kernel.dtype), kernel)
         return out[:, 0, : x.shape[1]].to(x.dtype) + self.linear_bias
 
@@ -311,13 +313,10 @@ class CausalWaveNet(nn.Module):
         if method not in ("naive", "incremental"):
             raise ValueError(f"method: expected 'incremental' or 'naive', got {method!r}")
         run = self._autoregress_naive if method == "naive" else self._autoregress_incremental
-        device = like.device.type
-        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-            # As MADE.autoregress: the T small sequential steps run in the parameters'
-            # precision (they gain nothing from bf16, and their error would accumulate).
-            with torch.autocast(device, enabled=False):
-                return run(step, batch, length, context, like)
-        return run(step, batch, length, context, like)
+        # As MADE.autoregress: the T small sequential steps run in the parameters' precision
+        # (they gain nothing from bf16, and their rounding would accumulate over the steps).
+        with full_precision():
+            return run(step, batch, length, context, like)
 
     def _autoregress_naive(
         self, step: Step, batch: int, length: int, context: Tensor | None, like: Tensor

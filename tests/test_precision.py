@@ -199,6 +199,13 @@ def test_cli_train_bf16(tmp_path: Path) -> None:
     refused = CliRunner().invoke(app, _cli_args(tmp_path / "b", "fp16"))
     assert refused.exit_code == 1 and "needs a CUDA device" in refused.output
     assert not (tmp_path / "b").exists()
+    with torch.autocast("cpu", dtype=BF16):  # evaluate is float32 inside autocast too
+        test = inv.evaluate(inv.load(out / "model"), inv.data.load_dataset("moons", n_test=100))
+    assert isinstance(test.log_prob, float) and np.isfinite(test.log_prob)
+    distill = ["distill", "--teacher", str(out / "model"), "--out", str(tmp_path / "d"),
+               "--steps", "5", "--precision", "fp16"]  # fmt: skip
+    refused = CliRunner().invoke(app, distill)
+    assert refused.exit_code == 1 and "needs a CUDA device" in refused.output
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")

@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,12 +51,15 @@ from torch import Tensor
 from benchmarks.adapter import architecture
 from benchmarks.harness import ADAPTERS, DEFAULT_LIBRARIES, OURS, check_param_parity, to_json
 from benchmarks.peers import peer_versions
+from benchmarks.probes import run_fresh
 
 __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "Cell",
     "add_parser",
+    "compile_check",
+    "compile_probe",
     "make_markdown",
     "matmul_peak",
     "run",
@@ -155,6 +159,10 @@ class Cell:
     def build(self) -> None:
         """Build the flow, its optimizer and the step (recording an error instead of
         raising, so that one library that cannot run a configuration spoils nothing)."""
+        if self.mode == "compile":
+            self.error = compile_probe(self)
+            if self.error:
+                return
         try:
             torch.manual_seed(0)
             adapter = ADAPTERS[self.library](self.kind, self.dim)
@@ -168,7 +176,7 @@ class Cell:
             def loss_of(batch: Tensor) -> Tensor:
                 return -adapter.log_prob(batch).mean()
 
-            loss_fn = torch.compile(loss_of) if self.mode == "compile" else loss_of
+            loss_fn = torch.compile(loss_of) if self.mode.startswith("compile") else loss_of
             dtype = PRECISIONS[self.precision]
             cast = (
                 (lambda: torch.autocast(self.device.type, dtype=dtype))
@@ -233,6 +241,45 @@ class Cell:
             "iters_per_block": self.iters, "flops": flops, "flops_per_s": rate,
             "fraction_of_peak": rate / peak if rate and peak else None, "error": self.error,
         }  # fmt: skip
+
+
+def compile_check(
+    library: str, kind: str, dim: str, batch: str, precision: str, device: str, threads: str
+) -> dict:
+    """Compile one library's loss and take three steps; ``{"error": None or why not}``.
+    Runs in the fresh interpreter of :func:`compile_probe`."""
+    torch.set_num_threads(int(threads))
+    cell = Cell(library, kind, int(dim), int(batch), precision, "adam", "compile-probe",
+                torch.device(device))  # fmt: skip
+    # "compile-probe": build the compiled step without probing again
+    cell.build()
+    cell.mode = "compile"
+    cell.warmup(0.0)
+    return {"error": cell.error}
+
+
+_PROBED: dict[tuple[Any, ...], str | None] = {}
+
+
+def compile_probe(cell: Cell) -> str | None:
+    """Why ``torch.compile`` cannot train the flow of ``cell`` (``None``: it can), tried
+    once per (library, model, D, batch, precision, device, threads) in a fresh interpreter:
+    on some libraries it crashes the process (zuko 1.6 with torch 2.13 on CPU, 2 threads,
+    batch 512: a segmentation fault; not at 1 thread or batch 64), which no ``except`` in
+    this one could survive."""
+    args = [cell.library, cell.kind, str(cell.dim), str(cell.batch), cell.precision,
+            str(cell.device), str(torch.get_num_threads())]  # fmt: skip
+    key = tuple(args)
+    if key not in _PROBED:
+        code = (
+            "import json, sys; from benchmarks.steps import compile_check; "
+            "print(json.dumps(compile_check(*sys.argv[1:])))"
+        )
+        try:
+            _PROBED[key] = run_fresh(code, args)["error"]
+        except subprocess.CalledProcessError as e:
+            _PROBED[key] = f"torch.compile crashed the interpreter (exit status {e.returncode})"
+    return _PROBED[key]
 
 
 # --------------------------------------------------------------------------------------

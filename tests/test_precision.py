@@ -247,3 +247,20 @@ def test_ddp_strategy_trains_in_bf16() -> None:
     losses = [r["train_loss"] for r in result.history if r.get("event") == "eval"]
     assert losses[-1] < losses[0] and result.skipped_steps == 0
     assert result.precision == "bf16"
+
+
+def test_scaler_overflows_lower_the_scale_not_the_learning_rate() -> None:
+    """Overflowing scaled gradients (fp16's first steps) are skipped and lower the scale;
+    unlike other non-finite steps they never restore the last state and halve the lr."""
+    torch.manual_seed(0)
+    config = TrainConfig(steps=15, batch_size=64, eval_every=15, patience=None)
+    data = _vectors(6)
+    data.train, data.val = 1e3 * data.train, 1e3 * data.val  # gradients of about 1e6
+    trainer = Trainer(FLOWS["nice"](), data, config, progress=False)
+    # a CPU scaler at a scale where every scaled gradient overflows float32
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    with pytest.warns(inv.training.TrainingWarning, match="steps were skipped"):
+        result = trainer.run()
+    # more than max_bad_steps = 10 in a row, yet no restore-and-halve
+    assert result.skipped_steps > 10 and result.lr_halvings == 0
+    assert trainer.scaler.get_scale() <= 2.0 ** (127 - result.skipped_steps)

@@ -57,7 +57,7 @@ from torch.nn.parallel import DistributedDataParallel
 from invertible.core import Flow
 from invertible.training.config import TrainConfig
 from invertible.training.loop import Trainer
-from invertible.training.strategy import SingleProcess, clip_gradients
+from invertible.training.strategy import SingleProcess, clip_gradients, note_overflow
 from invertible.transforms.normalization import (
     ActNorm,
     BatchNorm,
@@ -297,10 +297,14 @@ class DDPStrategy(SingleProcess):
         scaler = trainer.scaler
         (loss if scaler is None else scaler.scale(loss)).backward()
         norm = clip_gradients(trainer, optimizer)
-        if bool(flags[1] > 0) or not bool(torch.isfinite(norm)):
+        if bool(flags[1] > 0):  # a non-finite loss on some process: the model's, not the scale's
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.update()
+            return None
+        if not bool(torch.isfinite(norm)):
+            optimizer.zero_grad(set_to_none=True)
+            note_overflow(trainer)
             return None
         if scaler is None:
             optimizer.step()

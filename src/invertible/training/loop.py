@@ -709,7 +709,9 @@ class Trainer:
         loss = self.train_step(batch, lr)
         step = self.step
         self.step += 1
-        if loss is None:
+        if loss is None and "scaler_overflow" in self.last_step:
+            self.skipped += 1  # fp16: the scaler lowered its scale; the lr stays
+        elif loss is None:
             self._handle_bad_step(elapsed)
         else:
             self.consecutive_bad = 0

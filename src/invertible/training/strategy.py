@@ -18,7 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:  # annotations only: the loop imports this module, not the reverse
     from invertible.training.loop import Trainer
 
-__all__ = ["SingleProcess", "clip_gradients"]
+__all__ = ["SingleProcess", "clip_gradients", "note_overflow"]
 
 
 class SingleProcess:
@@ -63,8 +63,7 @@ class SingleProcess:
         norm = clip_gradients(trainer, optimizer)
         if not bool(torch.isfinite(norm)):
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.update()  # an overflow of the scaled gradients: a lower scale next time
+            note_overflow(trainer)
             return None
         if scaler is None:
             optimizer.step()
@@ -78,6 +77,20 @@ class SingleProcess:
             **{k: float(v.detach()) for k, v in parts.items()},
         }
         return value
+
+
+def note_overflow(trainer: Trainer) -> None:
+    """After a step skipped for a non-finite gradient: under a loss scaler, lower its scale
+    and, while the scale is still at least 1 (the overflow is the scale's, not the model's),
+    mark the step in ``trainer.last_step`` as a scaler overflow, which the loop does not
+    count towards halving the learning rate.
+    """
+    scaler = trainer.scaler
+    if scaler is None:
+        return
+    scaler.update()
+    if scaler.get_scale() >= 1.0:
+        trainer.last_step = {"scaler_overflow": 1.0}
 
 
 def clip_gradients(trainer: Trainer, optimizer: torch.optim.Optimizer) -> Tensor:

@@ -15,7 +15,12 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("benchmarks.speed", "benchmarks.quality", "benchmarks.paper")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "benchmarks.speed",
+    "benchmarks.steps",
+    "benchmarks.quality",
+    "benchmarks.paper",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

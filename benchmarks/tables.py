@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import audio, distill, harness, paper, paper_long, quality
+from benchmarks import audio, distill, harness, paper, paper_long, quality, steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -34,6 +34,7 @@ produce the results:
 ```bash
 .venv/bin/python -m pip install --no-deps -r requirements-peers.txt   # zuko, nflows, normflows
 python -m benchmarks speed               # speed against the peers
+python -m benchmarks steps               # training step: every library x fp32/bf16 x Adam/fused
 python -m benchmarks quality             # equal-budget test log-likelihoods
 python -m benchmarks paper               # BSDS300 next to the MAF paper's table
 python -m benchmarks paper --long --minutes 120 --resume   # the paper's setting, resumable
@@ -73,6 +74,7 @@ def _images(rows: list[dict[str, Any]]) -> str:
 #: (results file, renderer) in page order.
 SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("speed/speed.json", harness.make_markdown),
+    ("steps/steps.json", steps.make_markdown),
     ("quality/quality.json", _quality),
     ("paper/paper.json", paper.markdown),
     ("paper/long.json", paper_long.markdown),

@@ -104,3 +104,42 @@ def test_paper_long_missing_data_is_one_line(tmp_path: Path) -> None:
     message = str(info.value)
     assert message.startswith("error: Dataset 'bsds300'") and "\n" not in message
     assert "put BSDS300-images.tgz" in message
+
+
+def test_steps_grid_smoke_run(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "benchmarks", "steps", "--libs", "invertible", "--kinds",
+        "coupling", "--dims", "4", "--batches", "64", "--optimizers", "adam", "fused",
+        "--repeats", "1", "--target-seconds", "0.01", "--threads", "1", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    payload = json.loads((tmp_path / "steps.json").read_text())
+    cells = {(r["precision"], r["optimizer"]) for r in payload["results"] if r["step_ms"]}
+    assert cells == {("fp32", "adam"), ("fp32", "fused"), ("bf16", "adam"), ("bf16", "fused")}
+    assert all(r["flops_per_s"] > 0 for r in payload["results"])
+    assert set(payload["matmul_peak_flops_per_s"]) == {"fp32", "bf16"}
+    assert "coupling D=4, batch 64" in (tmp_path / "steps.md").read_text()
+
+
+def test_steps_table_compares_ours_with_the_best_peer_configuration() -> None:
+    from benchmarks.steps import make_markdown
+
+    def rec(lib: str, precision: str, ms: float) -> dict:
+        return {"library": lib, "kind": "maf", "dim": 8, "batch": 512, "precision": precision,
+                "optimizer": "fused", "mode": "eager", "step_ms": ms, "flops_per_s": 1e9,
+                "fraction_of_peak": 0.5, "error": None}  # fmt: skip
+
+    meta = {"date": "today", "device_name": "cpu", "device": "cpu", "threads": 2,
+            "versions": {"torch": "x"}, "repeats": 1, "target_s": 0.1}  # fmt: skip
+    data = {
+        "meta": meta, "libraries": ["zuko", "invertible"], "ours": ["invertible"],
+        "matmul_peak_flops_per_s": {"fp32": 2e9, "bf16": 4e9}, "param_parity": {},
+        "results": [rec("zuko", "fp32", 40.0), rec("zuko", "bf16", 20.0),
+                    rec("invertible", "fp32", 30.0), rec("invertible", "bf16", 10.0)],
+    }  # fmt: skip
+    table = make_markdown(data)
+    assert "| maf D=8 b=512 | zuko (bf16 / fused / eager) | 20.00 |" in table
+    assert "| bf16 / fused / eager | 10.00 | 2.00× |" in table  # summary: 20 ms / 10 ms
+    assert "| fp32 / fused / eager | 40.00 | 30.00 | 0.67× | 1.0 (50%) |" in table

@@ -46,7 +46,13 @@ from invertible.evaluation.audio import (
 from invertible.evaluation.speed import NAIVE_STEADY_STATE, Sampler, time_samplers
 from invertible.files import atomic_write_text
 from invertible.presets import IAF, WaveNetMAF
-from invertible.training import DivergedError, RunExistsError, TrainResult, fit
+from invertible.training import (
+    DivergedError,
+    RunExistsError,
+    TrainResult,
+    check_precision,
+    fit,
+)
 from invertible.version import __version__
 
 __all__ = [
@@ -145,12 +151,14 @@ def train_job(
         is_main: this process saves and evaluates (rank 0 under ``torchrun``).
         test_rows: evaluate on the first ``test_rows`` test points only.
         announce: called with a one-line description of the model before training.
-        **train_options: options of :func:`invertible.fit`.
+        **train_options: options of :func:`invertible.fit` (e.g. ``precision="bf16"``;
+            it is recorded in ``results.json`` under ``training``).
 
     Returns:
         a :class:`TrainJob`; its ``test`` is ``None`` on processes other than the main one.
     """
     model_spec(model)  # validates the name before anything is loaded
+    check_precision(train_options.get("precision", "fp32"), device or "cpu")
     dataset, reload = _dataset(data, data_dir=data_dir, seed=seed, option=option)
     check_finite_splits(dataset)
     speech = isinstance(dataset, SpeechData)  # whole utterances; crops of any length
@@ -315,18 +323,21 @@ def distill_job(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    precision: str = "fp32",
 ) -> DistillJob:
     """Distil the teacher checkpoint ``teacher`` into an IAF student saved to ``out/model``.
 
     Loads the teacher and its dataset, trains the student on KL(student ‖ teacher) (plus
     the student's exact negative log-likelihood of training rows with weight
     ``data_anchor``), evaluates both exactly on the test split, and saves the student once
-    with ``out/results.json``. See :func:`invertible.distill` for the options. An ``out``
+    with ``out/results.json``. See :func:`invertible.distill` for the options
+    (``precision``: of the training steps, ``"fp32"``, ``"bf16"`` or ``"fp16"``). An ``out``
     that holds a previous run raises :class:`~invertible.training.RunExistsError` unless
     ``overwrite``; a run whose KL estimate ends higher than it started (or non-finite)
     raises :class:`DivergedError` and saves nothing.
     """
     check_distill_out(out, overwrite=overwrite)
+    check_precision(precision, device)  # before the teacher and its data are loaded
     teacher_flow = load(teacher, map_location=device)
     dataset, reload = checkpoint_dataset(teacher_flow, data, data_dir=data_dir, what=str(teacher))
     check_data_matches(teacher_flow, dataset.test[:1], f"dataset {dataset.name!r}")
@@ -350,7 +361,7 @@ def distill_job(
         }
     result = distill(
         teacher_flow, student, steps=steps, batch_size=batch_size, loss=loss, lr=lr,
-        progress=progress, seed=seed, **anchor,
+        progress=progress, seed=seed, precision=precision, **anchor,
     )  # fmt: skip
     check_distill_converged(result, lr)
     test = evaluate(student, dataset)

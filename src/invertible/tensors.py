@@ -9,13 +9,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["as_tensor", "dtype_device", "seed_from"]
+__all__ = ["AUTOCAST_DEVICES", "as_tensor", "dtype_device", "full_precision", "seed_from"]
+
+#: Device types with an autocast implementation.
+AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 def dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -53,3 +58,20 @@ def as_tensor(x: Any, device: torch.device | str, dtype: torch.dtype) -> Tensor:
     if not array.flags.writeable:
         array = array.copy()
     return torch.as_tensor(array, dtype=dtype, device=device)
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """Autocast off on every device that has it: what validation and evaluation run under,
+    even inside a caller's autocast region (likelihoods are reported in float32).
+
+    Example:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16), full_precision():
+        ...     torch.nn.Linear(2, 2)(torch.randn(1, 2)).dtype
+        torch.float32
+    """
+    with contextlib.ExitStack() as stack:
+        for kind in AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(kind):
+                stack.enter_context(torch.autocast(kind, enabled=False))
+        yield

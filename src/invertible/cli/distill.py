@@ -19,6 +19,7 @@ from invertible.cli.common import CLIError, check_device, check_writable
 from invertible.distillation import LOSSES
 from invertible.jobs import distill_job
 from invertible.reports.plots import kl_curve_figure
+from invertible.training import check_precision
 
 __all__ = ["EPILOG", "distill_command"]
 
@@ -68,6 +69,9 @@ def distill_command(
     overwrite: Annotated[
         bool, typer.Option(help="replace a distilled model already in OUT")
     ] = False,
+    precision: Annotated[
+        str, typer.Option(help="training steps in fp32, bf16 (autocast) or fp16 (CUDA only)")
+    ] = "fp32",
 ) -> None:
     """Distill a teacher checkpoint into an IAF student by minimising KL(student ‖ teacher).
 
@@ -92,13 +96,14 @@ def distill_command(
             f"{list(hidden or [])}"
         )
     check_device(device)
+    check_precision(precision, device)
     check_writable(out)
     job = distill_job(
         teacher, out, data=data, steps=steps, loss=loss, layers=layers,
         hidden=tuple(hidden or (512, 512)), batch_size=batch_size, lr=lr,
         same_ordering=same_ordering, data_anchor=data_anchor, anchor_every=anchor_every,
         anchor_batch_size=anchor_batch_size, seed=seed, data_dir=data_dir, device=device,
-        progress=progress, overwrite=overwrite,
+        progress=progress, overwrite=overwrite, precision=precision,
     )  # fmt: skip
     result = job.result
     kl_curve_figure([result]).savefig(out / "distill_kl.png", dpi=120)

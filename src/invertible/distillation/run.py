@@ -132,6 +132,7 @@ def distill(
     power_loss: float = 0.0,
     real: Tensor | None = None,
     monitor_every: int = 10,
+    precision: str = "fp32",
 ) -> DistillResult:
     r"""Train ``student`` to minimise KL(student ‖ teacher) with the teacher frozen.
 
@@ -190,6 +191,10 @@ def distill(
         real: sequences only: ``[N, T]`` real audio crops for the power loss and the
             real-audio monitors.
         monitor_every: sequences only: steps between the real-audio monitors.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA): each step's student and
+            teacher passes and the loss run under autocast in that dtype, as in
+            :func:`invertible.fit` (see :mod:`invertible.training.precision`); the
+            likelihood terms stay float32.
 
     Sequence flows (a :class:`~invertible.WaveNetMAF` or
     :class:`~invertible.LinearPredictionAR` teacher, a :class:`~invertible.WaveNetIAF`
@@ -217,7 +222,7 @@ def distill(
         "steps": steps, "batch_size": batch_size, "loss": loss, "lr": lr,
         "grad_clip": grad_clip, "schedule": schedule, "data_anchor": data_anchor,
         "anchor": anchor if data_anchor else None, "anchor_every": anchor_every,
-        "regularizer": regularizer, "seed": seed, "max_time": max_time,
+        "regularizer": regularizer, "seed": seed, "max_time": max_time, "precision": precision,
     }  # fmt: skip
     if sequence:
         if data_anchor:
@@ -244,7 +249,7 @@ def distill(
     train_config = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
         patience=None, eval_every=max(steps, 1), seed=None, max_bad_steps=10,
-        max_time=max_time,
+        max_time=max_time, precision=precision,
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     start = time.perf_counter()

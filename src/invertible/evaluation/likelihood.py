@@ -32,7 +32,7 @@ from invertible.checkpoint import CheckpointMismatchError
 from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval
-from invertible.tensors import as_tensor, dtype_device
+from invertible.tensors import as_tensor, dtype_device, full_precision
 from invertible.transforms.preprocessing import bits_per_dim
 
 __all__ = [
@@ -120,15 +120,18 @@ def check_data_matches(flow: Flow, x: np.ndarray | Tensor, what: str = "data") -
 
 @torch.no_grad()
 def log_likelihoods(flow: Flow, x: np.ndarray | Tensor, *, batch_size: int = 4096) -> np.ndarray:
-    """Per-point log-likelihoods (float64 numpy ``[N]``), computed in batches in eval mode."""
+    """Per-point log-likelihoods (float64 numpy ``[N]``), computed in batches in eval mode,
+    in full precision even inside an autocast region.
+    """
     dtype, device = dtype_device(flow)
     was_training = flow.training
     flow.eval()
     out = []
     try:
-        for start in range(0, len(x), batch_size):
-            lp = flow.log_prob(as_tensor(x[start : start + batch_size], device, dtype))
-            out.append(lp.double().cpu().numpy())
+        with full_precision():
+            for start in range(0, len(x), batch_size):
+                lp = flow.log_prob(as_tensor(x[start : start + batch_size], device, dtype))
+                out.append(lp.double().cpu().numpy())
     finally:
         flow.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
@@ -229,17 +232,18 @@ def image_log_likelihoods(
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Per-image log-densities (nats, float64 ``[N]``) of the fixed-noise dequantized
-    ``pixels`` (:func:`dequantize_eval`), in batches, in eval mode.
+    ``pixels`` (:func:`dequantize_eval`), in batches, in eval mode, in full precision.
     """
     dtype, device = dtype_device(flow)
     was_training = flow.training
     flow.eval()
     out = []
     try:
-        for start in range(0, len(pixels), batch_size):
-            chunk = pixels[start : start + batch_size]
-            x = dequantize_eval(chunk, levels, start=start, dtype=dtype).to(device)
-            out.append(flow.log_prob(x).double().cpu().numpy())
+        with full_precision():
+            for start in range(0, len(pixels), batch_size):
+                chunk = pixels[start : start + batch_size]
+                x = dequantize_eval(chunk, levels, start=start, dtype=dtype).to(device)
+                out.append(flow.log_prob(x).double().cpu().numpy())
     finally:
         flow.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)

@@ -30,7 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from invertible.nn.blocksparse import DENSE_ABOVE, BlockPlan, auto_groups, masked_linear
+from invertible.nn.blocksparse import (
+    DENSE_ABOVE,
+    BlockPlan,
+    auto_groups,
+    autocast_dtype_of,
+    masked_linear,
+)
 from invertible.nn.masks import (
     Ordering,
     connectivity_mask,
@@ -253,14 +259,16 @@ class MADE(nn.Module):
         """Load-state-dict post hook (a method, so the module pickles)."""
         self._refresh()
 
-    def _plan(self, index: int, batch: int) -> BlockPlan | None:
-        """Block plan of layer ``index`` under the current mask, or ``None`` for dense."""
+    def _plan(self, index: int, batch: int, dtype: torch.dtype | None = None) -> BlockPlan | None:
+        """Block plan of layer ``index`` under the current mask for products in ``dtype``
+        (default: the weight's), or ``None`` for dense.
+        """
         if self.orderings.device.type == "meta":
             return None
         weight = self.layers[index].weight
         groups = self.block_groups
         if groups is None:
-            groups = auto_groups(weight.shape[0], weight.shape[1], batch)
+            groups = auto_groups(weight.shape[0], weight.shape[1], batch, dtype or weight.dtype)
         if groups <= 1:
             return None
         key = (index, self._mask, groups)
@@ -272,7 +280,8 @@ class MADE(nn.Module):
     def _linear(self, index: int, h: Tensor) -> Tensor:
         layer = self.layers[index]
         mask = self._masks[index][self._mask]
-        plan = self._plan(index, h.shape[0] if h.dim() == 2 else h.numel() // h.shape[-1])
+        rows = h.shape[0] if h.dim() == 2 else h.numel() // h.shape[-1]
+        plan = self._plan(index, rows, autocast_dtype_of(h, layer.weight))
         return masked_linear(h, layer.weight, layer.bias, mask, plan)
 
     # -- masks -----------------------------------------------------------------------------

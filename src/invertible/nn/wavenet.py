@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invertible.tensors import full_precision
+
 __all__ = ["CausalWaveNet", "wavenet_dilations"]
 
 Step = Callable[[int, Tensor], tuple[Tensor, Any]]
@@ -220,10 +222,19 @@ class CausalWaveNet(nn.Module):
         p = self.linear_order
         padded = F.pad(x, (p, 0))[:, None, :]
         kernel = self.linear_weight.flip(0).view(1, 1, p)
-        return F.conv1d(padded, kernel)[:, 0, : x.shape[1]] + self.linear_bias
+        # In the data's precision even under autocast: a linear prediction of audio from
+        # its past is most of the mean, and bf16's 8-bit mantissa would round it visibly.
+        with full_precision():
+            out = F.conv1d(padded.to(kernel.dtype), kernel)
+        return out[:, 0, : x.shape[1]].to(x.dtype) + self.linear_bias
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Parameters of every step, ``[batch, T, num_params]``, in one parallel pass."""
+        """Parameters of every step, ``[batch, T, num_params]``, in one parallel pass.
+
+        Under autocast the convolutions run in the autocast precision; the output is
+        returned in the dtype of ``x`` (and the linear shortcut computed in it), so the
+        soft clamp, the elementwise maps and the log-determinants stay in full precision.
+        """
         up = (
             self._upsampled(context, x.shape[1])
             if self.mel_channels and context is not None
@@ -238,6 +249,7 @@ class CausalWaveNet(nn.Module):
             params = self._network(x, up).transpose(1, 2)
         else:
             params = self.out_bias.expand(B, T, self.num_params)
+        params = params.to(x.dtype)
         if self.linear_order:
             params = torch.cat([params[..., :1] + self._linear(x)[..., None], params[..., 1:]], -1)
         return params
@@ -298,11 +310,13 @@ class CausalWaveNet(nn.Module):
         if like is None:
             like = next(self.parameters())
         self.check_context(context, batch, length)
-        if method == "naive":
-            return self._autoregress_naive(step, batch, length, context, like)
-        if method != "incremental":
+        if method not in ("naive", "incremental"):
             raise ValueError(f"method: expected 'incremental' or 'naive', got {method!r}")
-        return self._autoregress_incremental(step, batch, length, context, like)
+        run = self._autoregress_naive if method == "naive" else self._autoregress_incremental
+        # As MADE.autoregress: the T small sequential steps run in the parameters' precision
+        # (they gain nothing from bf16, and their rounding would accumulate over the steps).
+        with full_precision():
+            return run(step, batch, length, context, like)
 
     def _autoregress_naive(
         self, step: Step, batch: int, length: int, context: Tensor | None, like: Tensor

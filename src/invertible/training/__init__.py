@@ -7,6 +7,7 @@
 - :mod:`~invertible.training.compile`: :func:`compile_flow` and the compiled step;
 - :mod:`~invertible.training.metrics`: the metric files of a run;
 - :mod:`~invertible.training.objective`: what the loop minimises;
+- :mod:`~invertible.training.precision`: the ``precision=`` option (bf16/fp16 autocast);
 - :mod:`~invertible.training.strategy` and :mod:`~invertible.training.ddp`: how the loop
   runs in one process or data-parallel under ``torchrun``;
 - :mod:`~invertible.training.loop`: :class:`Trainer`; :mod:`~invertible.training.fit`:
@@ -20,11 +21,13 @@ from invertible.training.fit import RunExistsError, existing_run, fit
 from invertible.training.loop import DivergedError, Trainer
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
+from invertible.training.precision import PRECISIONS, check_precision
 from invertible.training.schedule import adam, lr_factor
 from invertible.training.state import seed_everything
 from invertible.training.strategy import SingleProcess
 
 __all__ = [
+    "PRECISIONS",
     "CompiledFlow",
     "CompiledModule",
     "DivergedError",
@@ -37,6 +40,7 @@ __all__ = [
     "Trainer",
     "TrainingWarning",
     "adam",
+    "check_precision",
     "compile_flow",
     "existing_run",
     "fit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from invertible.training.precision import check_precision
 from invertible.training.schedule import lr_factor
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingWarning"]
@@ -40,6 +41,7 @@ class TrainConfig:
     val_refresh_bn_rows: int | None = 4096
     checkpoint_every: int = 1
     compile: bool | str = False  # True: torch.compile's default backend; a str: that backend
+    precision: str = "fp32"  # "bf16" / "fp16": autocast of each step's forward pass and loss
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
@@ -53,6 +55,7 @@ class TrainConfig:
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 evaluations (or None), got {self.patience}")
         lr_factor(0.0, 0, schedule=self.schedule)  # validates the name
+        check_precision(self.precision)  # the device is checked where it is known: Trainer
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -101,6 +104,8 @@ class TrainResult:
         warnings: what went wrong without stopping the run (skipped steps, learning-rate
             halvings, an exploding loss), one sentence each; also issued as
             :class:`TrainingWarning`.
+        precision: the precision of the training steps (``"fp32"``, ``"bf16"``,
+            ``"fp16"``); validation always ran in float32.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -114,6 +119,7 @@ class TrainResult:
     lr_halvings: int = 0
     samples_per_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """The result as a JSON-serialisable dict."""

@@ -57,7 +57,7 @@ from torch.nn.parallel import DistributedDataParallel
 from invertible.core import Flow
 from invertible.training.config import TrainConfig
 from invertible.training.loop import Trainer
-from invertible.training.strategy import SingleProcess
+from invertible.training.strategy import SingleProcess, clip_gradients, note_overflow
 from invertible.transforms.normalization import (
     ActNorm,
     BatchNorm,
@@ -282,9 +282,10 @@ class DDPStrategy(SingleProcess):
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         global_rows = max(1, trainer.global_rows)
-        log_p = trainer.model(batch)
-        local_sum = log_p.sum()
-        loss = -local_sum * (self.world_size / global_rows)
+        with trainer.autocast():  # the precision option: forward pass and loss only
+            log_p = trainer.model(batch)
+            local_sum = log_p.sum()
+            loss = -local_sum * (self.world_size / global_rows)
         flags = torch.stack(
             [
                 local_sum.detach().double().nan_to_num(0.0, 0.0, 0.0),
@@ -293,14 +294,23 @@ class DDPStrategy(SingleProcess):
         )
         dist.all_reduce(flags)
         # backward always runs (DDP expects one per forward); a bad step's gradients are dropped
-        loss.backward()
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        clip = trainer.config.grad_clip if trainer.config.grad_clip else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if bool(flags[1] > 0) or not bool(torch.isfinite(norm)):
+        scaler = trainer.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        norm = clip_gradients(trainer, optimizer)
+        if bool(flags[1] > 0):  # a non-finite loss on some process: the model's, not the scale's
             optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()
             return None
-        optimizer.step()
+        if not bool(torch.isfinite(norm)):
+            optimizer.zero_grad(set_to_none=True)
+            note_overflow(trainer)
+            return None
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         value = float(-flags[0] / global_rows)
         trainer.last_step = {"loss": value, "grad_norm": float(norm)}
         return value

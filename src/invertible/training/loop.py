@@ -73,12 +73,13 @@ from invertible.core import Flow
 from invertible.data import nonfinite_rows
 from invertible.evaluation.dequantize import dequantize_eval, dequantize_step
 from invertible.presets.wavenet import SequenceFlow
-from invertible.tensors import as_tensor, dtype_device, seed_from
+from invertible.tensors import as_tensor, dtype_device, full_precision, seed_from
 from invertible.training.batchnorm import batchnorm_layers, refresh_batchnorm
 from invertible.training.compile import CompiledModule
 from invertible.training.config import TrainConfig, TrainingWarning, TrainResult
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
+from invertible.training.precision import autocast, check_precision, make_scaler
 from invertible.training.schedule import adam, lr_factor
 from invertible.training.state import (
     load_optimizer_state,
@@ -195,6 +196,7 @@ class Trainer:
         self.objective = objective or MaximumLikelihood()
         dtype, flow_device = dtype_device(flow)
         self.device = torch.device(device) if device is not None else flow_device
+        check_precision(self.config.precision, self.device)
         self.flow.to(self.device)
         self.model: nn.Module = flow  # the strategy may replace it by a wrapper (DDP)
         self.dtype = dtype
@@ -214,6 +216,8 @@ class Trainer:
                 data_meta = None
         self.data_meta = data_meta
         self.optimizer = self.make_optimizer()
+        #: the loss scaler of ``precision="fp16"`` (``None`` otherwise)
+        self.scaler = make_scaler(self.config.precision, self.device)
         self._set_lengths()
         self._reset_loop_state()
         self.strategy.setup(self)
@@ -290,6 +294,12 @@ class Trainer:
     def shared_elapsed(self, elapsed: float) -> float:
         """Training time all processes agree on (see the strategy)."""
         return self.strategy.shared_elapsed(elapsed)
+
+    def autocast(self) -> Any:
+        """The context of a training step's forward pass and loss (``precision``): autocast
+        in bf16 / fp16, or nothing in fp32. Backward and the optimizer step run outside it.
+        """
+        return autocast(self.config.precision, self.device)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam over the trainable parameters (see :func:`adam`)."""
@@ -386,7 +396,8 @@ class Trainer:
         rows = self.config.val_refresh_bn_rows
         if not rows or not self.has_validation or not self._refreshes_batchnorm():
             return
-        refresh_batchnorm(self.flow, self._refresh_rows(rows), max_rows=rows, seed=self._seed)
+        with full_precision():
+            refresh_batchnorm(self.flow, self._refresh_rows(rows), max_rows=rows, seed=self._seed)
 
     def _refreshes_batchnorm(self) -> bool:
         return bool(getattr(self.objective, "refresh_batchnorm", True)) and bool(
@@ -454,7 +465,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x: Tensor | None = None) -> float | None:
-        """Mean log-likelihood (nats) of ``x`` (default: the validation split), eval mode.
+        """Mean log-likelihood (nats) of ``x`` (default: the validation split), eval mode,
+        in float32 whatever the training ``precision``.
 
         Under several processes each evaluates its shard and the means are combined,
         weighted by row counts.
@@ -465,9 +477,10 @@ class Trainer:
         self.flow.eval()
         total, count = 0.0, 0
         try:
-            for chunk in self._validation_chunks(x):
-                total += float(self.flow.log_prob(chunk).double().sum())
-                count += chunk.shape[0]
+            with full_precision():  # whatever the training precision
+                for chunk in self._validation_chunks(x):
+                    total += float(self.flow.log_prob(chunk).double().sum())
+                    count += chunk.shape[0]
         finally:
             self.flow.train(was_training)
         value = self.reduce_mean(total / max(1, count), count)
@@ -507,6 +520,7 @@ class Trainer:
             "config": asdict(self.config),
             "history": self.history,
             "data": self._data_fingerprint(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def _data_fingerprint(self) -> dict[str, Any] | None:
@@ -593,6 +607,8 @@ class Trainer:
         self.loss_sum = float(loop["loss_sum"])
         self.loss_count = int(loop["loss_count"])
         self.history = list(loop["history"])
+        if self.scaler is not None and loop.get("scaler"):
+            self.scaler.load_state_dict(loop["scaler"])
 
     def _training_dir(self) -> Path | None:
         return self.out_dir / TRAINING_DIR if self.out_dir is not None else None
@@ -693,7 +709,9 @@ class Trainer:
         loss = self.train_step(batch, lr)
         step = self.step
         self.step += 1
-        if loss is None:
+        if loss is None and "scaler_overflow" in self.last_step:
+            self.skipped += 1  # fp16: the scaler lowered its scale; the lr stays
+        elif loss is None:
             self._handle_bad_step(elapsed)
         else:
             self.consecutive_bad = 0
@@ -818,7 +836,8 @@ class Trainer:
         if self._refreshes_batchnorm():
             cap = self.config.refresh_bn_rows
             self.status("refreshing batch-norm statistics from the training data")
-            refresh_batchnorm(self.flow, self._refresh_rows(cap), max_rows=cap)
+            with full_precision():
+                refresh_batchnorm(self.flow, self._refresh_rows(cap), max_rows=cap)
         self.flow.eval()
         if self.has_validation:
             self.status("final validation pass")
@@ -880,4 +899,5 @@ class Trainer:
             skipped_steps=self.skipped,
             lr_halvings=self.lr_halvings,
             samples_per_s=float(np.mean(sps)) if sps else 0.0,
+            precision=self.config.precision,
         )

@@ -18,7 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:  # annotations only: the loop imports this module, not the reverse
     from invertible.training.loop import Trainer
 
-__all__ = ["SingleProcess"]
+__all__ = ["SingleProcess", "clip_gradients", "note_overflow"]
 
 
 class SingleProcess:
@@ -44,25 +44,32 @@ class SingleProcess:
     def train_step(self, trainer: Trainer, batch: Tensor, lr: float) -> float | None:
         """One optimiser step of ``trainer.objective`` on ``batch``; ``None`` if skipped.
 
-        A step whose loss or gradient norm is not finite changes nothing. The step's
-        numbers (loss, gradient norm before clipping, the objective's parts) are left in
-        ``trainer.last_step``.
+        The forward pass and the loss run under ``trainer.autocast()`` (the ``precision``
+        option), backward and the step outside it; under fp16 the loss is scaled by
+        ``trainer.scaler`` and the gradients unscaled before clipping. A step whose loss or
+        gradient norm is not finite changes nothing (under fp16 the scaler then lowers its
+        scale). The step's numbers (loss, gradient norm before clipping, the objective's
+        parts) are left in ``trainer.last_step``.
         """
-        optimizer = trainer.optimizer
+        optimizer, scaler = trainer.optimizer, trainer.scaler
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = trainer.objective(trainer.model, batch, trainer.step)
+        with trainer.autocast():
+            loss, parts = trainer.objective(trainer.model, batch, trainer.step)
         if not bool(torch.isfinite(loss)):
             return None
-        loss.backward()
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        clip = trainer.config.grad_clip if trainer.config.grad_clip else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        norm = clip_gradients(trainer, optimizer)
         if not bool(torch.isfinite(norm)):
             optimizer.zero_grad(set_to_none=True)
+            note_overflow(trainer)
             return None
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         value = float(loss.detach())
         trainer.last_step = {
             "loss": value,
@@ -70,3 +77,28 @@ class SingleProcess:
             **{k: float(v.detach()) for k, v in parts.items()},
         }
         return value
+
+
+def note_overflow(trainer: Trainer) -> None:
+    """After a step skipped for a non-finite gradient: under a loss scaler, lower its scale
+    and, while the scale is still at least 1 (the overflow is the scale's, not the model's),
+    mark the step in ``trainer.last_step`` as a scaler overflow, which the loop does not
+    count towards halving the learning rate.
+    """
+    scaler = trainer.scaler
+    if scaler is None:
+        return
+    scaler.update()
+    if scaler.get_scale() >= 1.0:
+        trainer.last_step = {"scaler_overflow": 1.0}
+
+
+def clip_gradients(trainer: Trainer, optimizer: torch.optim.Optimizer) -> Tensor:
+    """Unscale the gradients (under a loss scaler), clip them to ``config.grad_clip`` and
+    return their norm before clipping (non-finite if any gradient is).
+    """
+    if trainer.scaler is not None:
+        trainer.scaler.unscale_(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    clip = trainer.config.grad_clip if trainer.config.grad_clip else math.inf
+    return torch.nn.utils.clip_grad_norm_(params, clip)

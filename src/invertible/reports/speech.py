@@ -97,9 +97,9 @@ def speed_section(summary: dict[str, Any]) -> str:
         "after a warm-up; each round times every sampler once (interleaved), so a change in "
         "the machine's load hits all of them alike. The naive sampler runs the whole network "
         "on the last R+1 samples at every step; its steady-state rate is timed from that "
-        "step's cost (one `log_prob` pass over R+1 samples). The incremental sampler's cost per sample does not depend on "
-        "the length, so it is timed on a shorter one.", "", markdown_table(header, rows), "",
-        ups,
+        "step's cost (one `log_prob` pass over R+1 samples). The incremental sampler's cost "
+        "per sample does not depend on the length, so it is timed on a shorter one.", "",
+        markdown_table(header, rows), "", ups,
     ])  # fmt: skip
 
 

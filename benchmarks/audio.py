@@ -54,6 +54,12 @@ import invertible as inv
 from invertible.catalog import build_model, initialize_from_data
 from invertible.data import load_dataset
 from invertible.data.speech import write_wav
+from invertible.evaluation import (
+    density_throughput,
+    naive_steady_state_speed,
+    sequence_sampling_speed,
+    sequential_method,
+)
 from invertible.evaluation.audio import evaluate_speech, fit_baselines
 from invertible.reports.plots import save_spectrogram_png
 from invertible.reports.speech import (
@@ -76,79 +82,40 @@ def _teacher(seed: int = 0) -> inv.WaveNetMAF:
     return teacher
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _set_sequential(flow: inv.Flow, method: str) -> None:
-    for module in flow.modules():
-        if isinstance(module, inv.WaveNetAutoregressive):
-            module.sequential = method
-
-
 @torch.no_grad()
 def _agreement(teacher: inv.WaveNetMAF, length: int) -> float:
     outputs = []
     for method in ("incremental", "naive"):
-        _set_sequential(teacher, method)
-        torch.manual_seed(1)
-        outputs.append(teacher.sample(2, length=length))
-    _set_sequential(teacher, "incremental")
+        with sequential_method(teacher, method):
+            torch.manual_seed(1)
+            outputs.append(teacher.sample(2, length=length))
     difference = float((outputs[0] - outputs[1]).abs().max())
     if not difference <= 1e-4 * max(1.0, float(outputs[1].abs().max())):
         raise AssertionError(f"incremental and naive samplers differ by {difference:.2e}")
     return difference
 
 
-@torch.no_grad()
+def _legacy(row: dict) -> dict:
+    """A library timing row under this benchmark's published keys."""
+    return {**row, "x_real_time_aggregate": row["x_real_time"]}
+
+
 def _sampling(teacher: inv.WaveNetMAF, method: str, batch: int, length: int) -> dict:
-    _set_sequential(teacher, method)
-    teacher.sample(batch, length=8)  # warm up
-    seconds = _seconds(lambda: teacher.sample(batch, length=length))
-    _set_sequential(teacher, "incremental")
-    rate = batch * length / seconds
-    return {
-        "method": method,
-        "batch": batch,
-        "length": length,
-        "seconds": seconds,
-        "samples_per_s": rate,
-        "x_real_time_aggregate": rate / SAMPLE_RATE,
-        "x_real_time_per_stream": rate / SAMPLE_RATE / batch,
-    }
+    row = sequence_sampling_speed(teacher, length=length, batch=batch, repeats=1,
+                                  sequential=method)  # fmt: skip
+    return _legacy(row)
 
 
-@torch.no_grad()
 def _density(teacher: inv.WaveNetMAF, batch: int, length: int) -> dict:
-    x = 0.1 * torch.randn(batch, length)
-    teacher.log_prob(x)  # warm up
-    seconds = min(_seconds(lambda: teacher.log_prob(x)) for _ in range(3))
-    return {
-        "batch": batch,
-        "length": length,
-        "seconds": seconds,
-        "samples_per_s": batch * length / seconds,
-    }
+    rate = density_throughput(teacher, 0.1 * torch.randn(batch, length), n=batch, repeats=3)
+    return {"batch": batch, "length": length, "seconds": batch / rate,
+            "samples_per_s": rate * length}  # fmt: skip
 
 
-@torch.no_grad()
 def _naive_steady_state(teacher: inv.WaveNetMAF, batch: int) -> dict:
     """Once t > R, each naive step is one network pass over a window of R+1 samples, the
     cost of ``log_prob`` on ``[batch, R+1]``: the naive rate on long audio."""
-    window = torch.zeros(batch, teacher.receptive_field + 1)
-    teacher.log_prob(window)  # warm up
-    seconds = min(_seconds(lambda: teacher.log_prob(window)) for _ in range(3))
-    rate = batch / seconds
-    return {
-        "method": "naive (steady-state estimate: one R+1 window pass per step)",
-        "batch": batch,
-        "seconds_per_step": seconds,
-        "samples_per_s": rate,
-        "x_real_time_aggregate": rate / SAMPLE_RATE,
-        "x_real_time_per_stream": rate / SAMPLE_RATE / batch,
-    }
+    return _legacy(naive_steady_state_speed(teacher, batch=batch, repeats=3))
 
 
 def run(sample_length: int, naive_length: int, batches: tuple[int, ...]) -> dict:

@@ -432,7 +432,7 @@ def plot_sequence_distillation(result: Any, path: str | os.PathLike[str]) -> Pat
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     panels = [
         (axes[0], [("kl", "KL(S‖T)")], "nats/sample", "KL estimate"),
-        (axes[1], [("power", "power loss")], "relative", "power loss"),
+        (axes[1], [("power", "power loss")], "mean squared log gap", "power loss"),
         (axes[2], [("rms_ratio", "student / real")], "ratio", "RMS ratio"),
         (axes[3], [("teacher_ll_student", "student samples"), ("teacher_ll_real", "real")],
          "nats/sample", "teacher log-likelihood"),

@@ -168,7 +168,8 @@ def _cell(value: tuple[float, float | None] | None, digits: int = 3) -> str:
 
 def _table_line(row: dict[str, Any], steps: dict[str, int]) -> str:
     if not row["seeds"]:
-        return f"| {row['dataset']} | {row['model']} | — | incomplete |" + " |" * 7
+        cells = [row["dataset"], row["model"], str(steps.get(row["dataset"], "")), "incomplete"]
+        return "| " + " | ".join(cells + ["—"] * 8) + " |"
     cells = [
         row["dataset"], row["model"], str(steps.get(row["dataset"], "")),
         _cell(row["fp32"]), _cell(row["bf16-steps"]), _cell(row["bf16-time"]),

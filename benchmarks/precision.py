@@ -248,8 +248,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out or (str(DEFAULT_OUT) + ("-quick" if args.quick else "")))
     out.mkdir(parents=True, exist_ok=True)
-    config = {k: getattr(args, k) for k in ("batch_size", "hidden", "n_train", "val_rows")}
-    config |= {"steps": _steps(args), "seeds": args.seeds, "quick": args.quick}
+    keys = ("batch_size", "hidden", "n_train", "n_val", "n_test", "val_rows", "models", "seeds")
+    config = {k: getattr(args, k) for k in keys}
+    config |= {"steps": _steps(args), "quick": args.quick, "data_dir": args.data_dir}
     payload: dict[str, Any] = {"config": config, "runs": [], "datasets": {}, "notes": []}
     payload["environment"] = _environment(args.threads, args.quick)
     start = time.perf_counter()

@@ -293,7 +293,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="*", choices=DATASETS, default=None)
     p.add_argument("--models", nargs="*", choices=MODELS, default=list(MODELS))
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="N per run (default 600)")
+    p.add_argument("--steps", type=int, default=None, help="N per run (default 500)")
     p.add_argument("--dataset-steps", nargs="*", metavar="NAME=N", help="e.g. gmm8=400")
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     p.add_argument("--batch-size", type=int, default=256)
@@ -313,7 +313,7 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     quick = args.quick
     args.datasets = args.datasets or (["gmm8"] if quick else list(DATASETS))
     args.seeds = args.seeds if args.seeds is not None else (1 if quick else 3)
-    args.steps = args.steps if args.steps is not None else (20 if quick else 600)
+    args.steps = args.steps if args.steps is not None else (20 if quick else 500)
     args.n_train = args.n_train or (1000 if quick else 50000)
     args.n_val = args.n_val or (200 if quick else 5000)
     args.n_test = args.n_test or (500 if quick else 10000)

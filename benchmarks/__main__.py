@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "benchmarks.steps",
     "benchmarks.quality",
     "benchmarks.paper",
+    "benchmarks.precision",
 )
 
 

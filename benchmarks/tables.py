@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import audio, distill, harness, paper, paper_long, quality, steps
+from benchmarks import audio, distill, harness, paper, paper_long, precision, quality, steps
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -36,6 +36,7 @@ produce the results:
 python -m benchmarks speed               # speed against the peers
 python -m benchmarks steps               # training step: every library x fp32/bf16 x Adam/fused
 python -m benchmarks quality             # equal-budget test log-likelihoods
+python -m benchmarks precision           # bf16 against fp32: equal steps, equal wall clock
 python -m benchmarks paper               # BSDS300 next to the MAF paper's table
 python -m benchmarks paper --long --minutes 120 --resume   # the paper's setting, resumable
 python -m benchmarks.distill --out DIR   # the three distillation losses
@@ -75,6 +76,7 @@ def _images(rows: list[dict[str, Any]]) -> str:
 SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("speed/speed.json", harness.make_markdown),
     ("steps/steps.json", steps.make_markdown),
+    ("precision/precision.json", precision.markdown),
     ("quality/quality.json", _quality),
     ("paper/paper.json", paper.markdown),
     ("paper/long.json", paper_long.markdown),

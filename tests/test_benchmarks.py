@@ -143,3 +143,34 @@ def test_steps_table_compares_ours_with_the_best_peer_configuration() -> None:
     assert "| maf D=8 b=512 | zuko (bf16 / fused / eager) | 20.00 |" in table
     assert "| bf16 / fused / eager | 10.00 | 2.00× |" in table  # summary: 20 ms / 10 ms
     assert "| fp32 / fused / eager | 40.00 | 30.00 | 0.67× | 1.0 (50%) |" in table
+
+
+def test_precision_benchmark_smoke_run(tmp_path: Path) -> None:
+    from benchmarks.__main__ import main
+    from benchmarks.precision import MODES, markdown
+
+    threads = torch.get_num_threads()
+    try:
+        flags = ["precision", "--quick", "--steps", "8", "--threads", "1", "--out", str(tmp_path)]
+        assert main(flags) == 0
+    finally:
+        torch.set_num_threads(threads)  # the benchmark sets its own
+    payload = json.loads((tmp_path / "precision.json").read_text())
+    runs = payload["runs"]
+    assert {(r["model"], r["mode"]) for r in runs} == {
+        (m, mode) for m in ("maf", "realnvp") for mode in MODES
+    }
+    assert all(r["dataset"] == "gmm8" and r["seed"] == 0 for r in runs)
+    for r in runs:
+        assert r["precision"] == MODES[r["mode"]] and r["seconds"] > 0
+        assert r["steps"] == 8 or r["mode"] == "bf16-time"
+    timed = [r for r in runs if r["mode"] == "bf16-time"]
+    assert all(r["max_time"] > 0 and r["stopped"] in ("max_time", "steps") for r in timed)
+    rows = payload["summary"]
+    assert [(r["dataset"], r["model"]) for r in rows] == [("gmm8", "maf"), ("gmm8", "realnvp")]
+    for key in ("fp32", "bf16-steps", "bf16-time", "gap_percent", "speedup", "time_beats_fp32"):
+        assert all(key in r for r in rows)
+    assert {"processor", "threads", "torch"} <= set(payload["environment"])
+    table = markdown(payload)
+    assert table == (tmp_path / "precision.md").read_text()
+    assert "| gmm8 | maf | 8 |" in table and "| gmm8 | realnvp | 8 |" in table

@@ -157,6 +157,15 @@ def test_max_time_stops_a_sequence_run():
     assert result.wall_time < 30 and 0 < len(result.history["kl"]) < 10**6
 
 
+def test_lr_warmup_ramps_the_learning_rate():
+    teacher, student, _ = _tiny_pair()
+    result = inv.distill(teacher, student, steps=8, batch_size=1, length=128, lr=1e-3,
+                         lr_warmup_steps=4, schedule="constant", progress=False)  # fmt: skip
+    lr = result.history["lr"]
+    assert lr[0] < lr[1] < lr[2] < lr[3] <= 1e-3 and lr[-1] == pytest.approx(1e-3)
+    assert result.config["lr_warmup_steps"] == 4
+
+
 def test_the_student_starts_at_the_level_and_spectrum_of_the_data():
     _, student, x = _tiny_pair()
     samples = student.sample(16, length=2048)

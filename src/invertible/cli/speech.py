@@ -46,6 +46,9 @@ def speech(
     power_loss: Annotated[float, typer.Option(help="weight of the power (STFT) loss")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="student sequences per step")] = 2,
     lr: Annotated[float, typer.Option(help="student learning rate")] = 1e-3,
+    lr_warmup: Annotated[
+        int, typer.Option(help="student steps of linear learning-rate warm-up")
+    ] = 0,
     option: Annotated[
         list[str] | None, typer.Option(help="dataset option KEY=VALUE (repeatable)")
     ] = None,
@@ -75,8 +78,8 @@ def speech(
         raise CLIError(
             f"unknown student size {size!r}; choose one of {', '.join(WAVENET_STUDENT_SIZES)}"
         )
-    if power_loss < 0:
-        raise CLIError(f"--power-loss must be >= 0, got {power_loss}")
+    if power_loss < 0 or lr_warmup < 0:
+        raise CLIError(f"--power-loss and --lr-warmup must be >= 0, got {power_loss}, {lr_warmup}")
     settings = parse_options(evaluation)
     unknown = sorted(set(settings) - set(SPEECH_EVALUATION))
     if unknown:
@@ -88,7 +91,7 @@ def speech(
         data_dir=data_dir, option=parse_options(option), evaluation=settings, seed=seed,
         teacher_checkpoint=teacher_checkpoint,
         distill_options={"loss": loss, "power_loss": power_loss, "batch_size": batch_size,
-                         "lr": lr},
+                         "lr": lr, "lr_warmup_steps": lr_warmup},
         progress=progress, overwrite=overwrite, announce=lambda line: typer.echo(line, err=True),
     )  # fmt: skip
     ups = job.speed["speedups"]

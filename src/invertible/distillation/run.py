@@ -133,6 +133,7 @@ def distill(
     real: Tensor | None = None,
     monitor_every: int = 10,
     precision: str = "fp32",
+    lr_warmup_steps: int = 0,
 ) -> DistillResult:
     r"""Train ``student`` to minimise KL(student ‖ teacher) with the teacher frozen.
 
@@ -195,6 +196,10 @@ def distill(
             teacher passes and the loss run under autocast in that dtype, as in
             :func:`invertible.fit` (see :mod:`invertible.training.precision`); the
             likelihood terms stay float32.
+        lr_warmup_steps: a linear learning-rate warm-up over the first steps (it multiplies
+            the schedule): Adam's first steps move every weight by about ``lr``, which can
+            throw a well-initialised student (e.g. :func:`make_wavenet_student`'s moving-
+            average start) far from its start before the moments settle.
 
     Sequence flows (a :class:`~invertible.WaveNetMAF` or
     :class:`~invertible.LinearPredictionAR` teacher, a :class:`~invertible.WaveNetIAF`
@@ -223,6 +228,7 @@ def distill(
         "grad_clip": grad_clip, "schedule": schedule, "data_anchor": data_anchor,
         "anchor": anchor if data_anchor else None, "anchor_every": anchor_every,
         "regularizer": regularizer, "seed": seed, "max_time": max_time, "precision": precision,
+        "lr_warmup_steps": lr_warmup_steps,
     }  # fmt: skip
     if sequence:
         if data_anchor:
@@ -249,7 +255,7 @@ def distill(
     train_config = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
         patience=None, eval_every=max(steps, 1), seed=None, max_bad_steps=10,
-        max_time=max_time, precision=precision,
+        max_time=max_time, precision=precision, warmup_steps=lr_warmup_steps,
     )  # fmt: skip
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     start = time.perf_counter()

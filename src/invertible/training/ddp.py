@@ -57,7 +57,7 @@ from torch.nn.parallel import DistributedDataParallel
 from invertible.core import Flow
 from invertible.training.config import TrainConfig
 from invertible.training.loop import Trainer
-from invertible.training.strategy import SingleProcess, clip_gradients, note_overflow
+from invertible.training.strategy import SingleProcess, apply_update, clip_gradients
 from invertible.transforms.normalization import (
     ActNorm,
     BatchNorm,
@@ -302,15 +302,8 @@ class DDPStrategy(SingleProcess):
             if scaler is not None:
                 scaler.update()
             return None
-        if not bool(torch.isfinite(norm)):
-            optimizer.zero_grad(set_to_none=True)
-            note_overflow(trainer)
+        if not apply_update(trainer, optimizer, scaler, norm):
             return None
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
         value = float(-flags[0] / global_rows)
         trainer.last_step = {"loss": value, "grad_norm": float(norm)}
         return value

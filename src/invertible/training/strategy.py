@@ -18,7 +18,7 @@ from torch import Tensor
 if TYPE_CHECKING:  # annotations only: the loop imports this module, not the reverse
     from invertible.training.loop import Trainer
 
-__all__ = ["SingleProcess", "clip_gradients", "note_overflow"]
+__all__ = ["SingleProcess", "apply_update", "clip_gradients", "note_overflow"]
 
 
 class SingleProcess:
@@ -61,15 +61,8 @@ class SingleProcess:
             return None
         (loss if scaler is None else scaler.scale(loss)).backward()
         norm = clip_gradients(trainer, optimizer)
-        if not bool(torch.isfinite(norm)):
-            optimizer.zero_grad(set_to_none=True)
-            note_overflow(trainer)
+        if not apply_update(trainer, optimizer, scaler, norm):
             return None
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
         value = float(loss.detach())
         trainer.last_step = {
             "loss": value,
@@ -77,6 +70,28 @@ class SingleProcess:
             **{k: float(v.detach()) for k, v in parts.items()},
         }
         return value
+
+
+def apply_update(
+    trainer: Trainer,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    norm: Tensor,
+) -> bool:
+    """Take the optimizer step (through ``scaler`` when there is one) if the clipped
+    gradient norm is finite; otherwise drop the gradients, record the overflow
+    (:func:`note_overflow`) and return False.
+    """
+    if not bool(torch.isfinite(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        note_overflow(trainer)
+        return False
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    return True
 
 
 def note_overflow(trainer: Trainer) -> None:

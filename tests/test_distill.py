@@ -16,8 +16,10 @@ from invertible.distillation import (
     frozen,
     gaussian_kl,
     gradient_variance,
+    init_data_scale,
     make_student,
 )
+from invertible.distillation.losses import anchor_term
 from invertible.evaluation import mmd_test
 
 BOUND = 5.0  # the presets' default log_scale_bound: alpha = BOUND * tanh(raw / BOUND)
@@ -257,3 +259,44 @@ def test_anchor_every_adds_the_data_term_on_every_kth_step_only() -> None:
     anchored = [not math.isnan(v) for v in result.history["anchor"]]
     assert anchored == [True, False, False, True, False, False]
     assert result.config["anchor_every"] == 3
+
+
+# --------------------------------------------------------- student start, teacher-latent term
+
+
+@pytest.mark.parametrize("robust", [False, True])
+def test_init_data_scale_starts_the_student_at_the_data_gaussian(robust: bool) -> None:
+    torch.manual_seed(0)
+    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.05, 0.2, 3.0])
+    data = torch.randn(4000, 3) * std + mean
+    student = invertible.IAF(3, num_layers=2, hidden_features=(8,))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    assert init_data_scale(student, data, robust=robust) is student
+    x = student.sample(20000)
+    assert ((x.mean(0) - data.mean(0)).abs() < 0.05 * std).all()  # within 0.05 σ
+    assert torch.allclose(x.std(0), data.std(0), rtol=0.05)
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["transform.transforms.1.made.layers.1.bias"]  # output of the layer next to x
+
+
+def test_init_data_scale_refuses_a_gated_student() -> None:
+    with pytest.raises(ValueError, match="Affine map"):
+        init_data_scale(invertible.IAF(2, num_layers=1, hidden_features=(4,), gated=True),
+                        torch.randn(10, 2))  # fmt: skip
+
+
+def test_teacher_latent_term_is_zero_at_the_teacher_and_trains_towards_it() -> None:
+    torch.manual_seed(0)
+    teacher = _actnorm_gaussian(torch.tensor([1.0, -1.0]), torch.tensor([-1.0, 0.5]))
+    data = teacher.sample(256)
+    at_teacher = anchor_term(teacher, data, "teacher-latent", 64, None, teacher).detach()
+    assert float(at_teacher) == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="needs the teacher"):
+        anchor_term(teacher, data, "teacher-latent", 64, None)
+    student = invertible.Flow(invertible.ActNorm(2), invertible.StandardNormal(2))
+    result = invertible.distill(
+        teacher, student, steps=300, lr=0.05, data_anchor=1.0, data=data,
+        anchor="teacher-latent", progress=False,
+    )  # fmt: skip
+    assert result.history["anchor"][-1] < 0.01 * result.history["anchor"][0]
+    assert result.final("kl") < 0.05

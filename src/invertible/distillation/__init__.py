@@ -6,7 +6,8 @@
   and students (Parallel WaveNet's conditional Monte Carlo, ClariNet's closed form) and the
   power loss;
 - :mod:`~invertible.distillation.run`: :func:`distill` and :class:`DistillResult`;
-- :mod:`~invertible.distillation.students`: :func:`make_student`, :func:`make_wavenet_student`;
+- :mod:`~invertible.distillation.students`: :func:`make_student`, :func:`init_data_scale`,
+  :func:`make_wavenet_student`;
 - :mod:`~invertible.distillation.compare`: :func:`evaluate_student`;
 - :mod:`~invertible.distillation.diagnostics`: :func:`gradient_variance`.
 """
@@ -32,6 +33,7 @@ from invertible.distillation.sequence import (
 )
 from invertible.distillation.students import (
     WAVENET_STUDENT_SIZES,
+    init_data_scale,
     make_student,
     make_wavenet_student,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "frozen",
     "gaussian_kl",
     "gradient_variance",
+    "init_data_scale",
     "make_student",
     "make_wavenet_student",
     "power_loss",

@@ -341,13 +341,37 @@ def distillation_losses(
     raise ValueError(f"loss: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
 
-def anchor_term(student: Flow, data: Tensor, kind: str, batch: int, x: Tensor | None) -> Tensor:
-    """The data term: ``"likelihood"`` (−mean log S of ``batch`` random data rows, exact
-    and sequential for an IAF) or ``"moments"`` (gap in mean and covariance between the
-    student's samples ``x`` and the rows).
+def anchor_term(
+    student: Flow,
+    data: Tensor,
+    kind: str,
+    batch: int,
+    x: Tensor | None,
+    teacher: Flow | None = None,
+) -> Tensor:
+    r"""The data term: ``"likelihood"`` (−mean log S of ``batch`` random data rows, exact
+    and sequential for an IAF), ``"moments"`` (gap in mean and covariance between the
+    student's samples ``x`` and the rows) or ``"teacher-latent"``.
+
+    ``"teacher-latent"`` regresses the student's generative map onto the teacher's along
+    data: each row x is mapped to the teacher's latent u = T⁻¹(x) (one parallel MAF pass,
+    no gradient), the student maps u forward, x̂ = S(u) (one parallel IAF pass), and the
+    term is mean ‖T⁻¹(x̂) − u‖² (summed over coordinates). It is zero when the student's map
+    equals the teacher's (then S = T as densities), it is measured in the teacher's latent
+    units (unit scale in every coordinate, whatever the contrast of the patch), and unlike
+    the likelihood it never runs the student's sequential inverse. It gives the student the
+    pairing that reverse KL lacks: which latents should land on which data, including the
+    regions (e.g. flat image patches) that a mode-seeking student never samples.
     """
     index = torch.randint(0, data.shape[0], (batch,), device=data.device)
     rows = data[index]
+    if kind == "teacher-latent":
+        if teacher is None:
+            raise ValueError("anchor: 'teacher-latent' needs the teacher")
+        with torch.no_grad():
+            u = teacher.transform.inverse(rows)[0]
+        x_hat = student.transform(u)[0]
+        return (teacher.transform.inverse(x_hat)[0] - u).square().sum(1).mean()
     if kind == "likelihood":
         with validation(False):
             return -student.log_prob(rows).mean()
@@ -358,10 +382,10 @@ def anchor_term(student: Flow, data: Tensor, kind: str, batch: int, x: Tensor | 
         mean_gap = (x.mean(0) - rows.mean(0)).square().sum()
         cov_gap = (torch.cov(x.T) - torch.cov(rows.T)).square().sum()
         return mean_gap + cov_gap / x.shape[1]
-    raise ValueError(f"anchor: unknown data term {kind!r}; choose 'likelihood' or 'moments'")
+    raise ValueError(f"anchor: unknown data term {kind!r}; choose one of {', '.join(ANCHORS)}")
 
 
-ANCHORS = ("likelihood", "moments")
+ANCHORS = ("likelihood", "moments", "teacher-latent")
 
 
 class DistillationLoss:
@@ -431,7 +455,9 @@ class DistillationLoss:
         anchor = torch.tensor(float("nan"))
         if self.data_anchor and step % self.anchor_every == 0:
             assert self.data is not None
-            anchor = anchor_term(model, self.data, self.anchor, self.anchor_batch_size, None)
+            anchor = anchor_term(
+                model, self.data, self.anchor, self.anchor_batch_size, None, self.teacher
+            )
             total = total + self.data_anchor * self.anchor_every * anchor
         return total, {
             "kl": parts["kl"],

@@ -166,8 +166,11 @@ def distill(
         data_anchor: weight of an optional data term added to the loss (``None``: off).
         data: ``[N, D]`` real data for the data term.
         anchor: ``"likelihood"`` (−mean log S(data), the student's exact log-likelihood via
-            its sequential inverse: slow, D passes per IAF layer) or ``"moments"`` (squared
-            gap between the mean and covariance of the student's samples and of the data).
+            its sequential inverse: slow, D passes per IAF layer), ``"moments"`` (squared
+            gap between the mean and covariance of the student's samples and of the data)
+            or ``"teacher-latent"`` (‖T⁻¹(S(u)) − u‖² with u = T⁻¹(data): the student's
+            map regressed onto the teacher's, parallel; see
+            :func:`~invertible.distillation.losses.anchor_term`).
         anchor_batch_size: data rows per step for the data term.
         anchor_every: add the data term on every ``anchor_every``-th step only (its weight
             multiplied by ``anchor_every``, so the average weight stays ``data_anchor``):

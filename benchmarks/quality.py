@@ -19,8 +19,12 @@ Models (sizes set here, not by the speed configuration of :mod:`benchmarks.adapt
 
 Each run's test log-likelihood is the mean over the test split with a 2 standard-error
 interval; over seeds the table shows the mean and the standard deviation of the per-seed
-means. Where the dataset has a closed-form density (``true_log_prob``) the oracle test
-log-likelihood (the true density on the same test points) is listed with the gap.
+means. A few test points far outside the training data can dominate a mean, so the median
+and the minimum of the per-point test log-likelihoods are recorded too (their own table),
+and each row says whether ours is at least the best peer's mean within one standard error
+of the difference of the seed means. Where the dataset has a closed-form density
+(``true_log_prob``) the oracle test log-likelihood (the true density on the same test
+points) is listed with the gap.
 
 Results are written to ``quality.json`` after every run (a rerun with the same ``--out``
 skips finished runs) and ``quality.md``.
@@ -62,7 +66,11 @@ DEFAULT_OUT = Path("benchmarks/results/quality")
 LIBRARIES: tuple[str, ...] = ("invertible", "zuko", "nflows", "normflows", "invertible-bn")
 """Library columns; ``invertible-bn`` is our MAF with batch norm (its default), MAF only."""
 
-DATASETS: tuple[str, ...] = ("moons", "8gaussians", "checkerboard", "gmm8", "patches")
+DATASETS: tuple[str, ...] = ("moons", "8gaussians", "checkerboard", "gmm8", "patches", "bsds300")
+DATA_DIR = "/work/shared/data"
+"""Where ``bsds300`` finds the BSDS300 images (``--data-dir``); see docs/datasets.md."""
+#: Rows of the 63-D image-patch sets (``patches`` embeds these sizes; ``bsds300`` gets them).
+PATCH_SIZES = {"n_train": 40000, "n_val": 5000, "n_test": 10000}
 
 
 @dataclass
@@ -77,6 +85,7 @@ class QualityConfig:
         maf_layers, maf_hidden: MAF architecture.
         coupling_layers, coupling_hidden: coupling architecture.
         steps_override: Per-dataset step counts (e.g. fewer for ``patches``).
+        data_dir: where ``bsds300``'s images are.
     """
 
     steps: int = 3000
@@ -88,6 +97,7 @@ class QualityConfig:
     coupling_layers: int = 10
     coupling_hidden: tuple[int, ...] = (64, 64)
     steps_override: dict[str, int] = field(default_factory=dict)
+    data_dir: str = DATA_DIR
 
     def steps_for(self, dataset: str) -> int:
         """Number of steps for ``dataset``."""
@@ -105,6 +115,8 @@ class RunResult:
     steps: int
     test_ll: float
     test_two_se: float
+    test_median: float
+    test_min: float
     nonfinite_test: int
     final_train_loss: float
     diverged_at: int | None
@@ -117,18 +129,22 @@ class RunResult:
 # --------------------------------------------------------------------------------------
 
 
-def load_quality_data(name: str, *, quick: bool = False) -> Any:
+def load_quality_data(name: str, *, quick: bool = False, data_dir: str = DATA_DIR) -> Any:
     """The dataset ``name`` as used here (data seed 0).
 
     2-D toys are standardised with training statistics (``true_log_prob`` follows), ``gmm8``
-    is in its generating space (as in ``/work/shared/PEERS.md``), ``patches`` as the loader
-    gives it (not standardised, as in the MAF paper's BSDS300). ``quick`` uses smaller splits.
+    is in its generating space (as in ``/work/shared/PEERS.md``), ``patches`` and
+    ``bsds300`` (rebuilt from the BSDS300 photographs in ``data_dir``, at the sizes of
+    ``patches``) as the loaders give them (not standardised, as in the MAF paper's
+    BSDS300). ``quick`` uses smaller splits.
     """
     from invertible.data import load_dataset
 
     sizes: dict[str, int] = {}
     if quick:
         sizes = {"n_train": 2000, "n_val": 200, "n_test": 1000}
+    if name == "bsds300":
+        return load_dataset(name, seed=0, data_dir=data_dir, **(sizes or PATCH_SIZES))
     if name in ("moons", "8gaussians", "checkerboard", "rings"):
         return load_dataset(name, seed=0, standardize=True, **sizes)
     return load_dataset(name, seed=0, **sizes)
@@ -166,8 +182,8 @@ def build_model(library: str, kind: str, dim: int, cfg: QualityConfig) -> FlowAd
 
 @torch.no_grad()
 def evaluate_test(model: FlowAdapter, x: np.ndarray, batch_size: int = 4096) -> dict[str, float]:
-    """Mean test log-likelihood ± 2 s.e. (eval mode); non-finite rows are counted and
-    make the mean non-finite."""
+    """Mean test log-likelihood ± 2 s.e., median and minimum over the points (eval mode);
+    non-finite rows are counted and make the mean non-finite."""
     model.module.eval()
     values = torch.cat(
         [
@@ -178,7 +194,13 @@ def evaluate_test(model: FlowAdapter, x: np.ndarray, batch_size: int = 4096) -> 
     nonfinite = int((~torch.isfinite(values)).sum())
     mean = float(values.mean())
     two_se = float(2 * values.std() / math.sqrt(len(values))) if len(values) > 1 else 0.0
-    return {"mean": mean, "two_se": two_se, "nonfinite": nonfinite}
+    return {
+        "mean": mean,
+        "two_se": two_se,
+        "median": float(values.median()),
+        "min": float(values.min()),
+        "nonfinite": nonfinite,
+    }
 
 
 def train_and_evaluate(
@@ -222,6 +244,8 @@ def train_and_evaluate(
         steps=steps,
         test_ll=ev["mean"],
         test_two_se=ev["two_se"],
+        test_median=ev["median"],
+        test_min=ev["min"],
         nonfinite_test=int(ev["nonfinite"]),
         final_train_loss=loss_value,
         diverged_at=diverged_at,
@@ -270,13 +294,47 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3f} ± {float(np.std(values, ddof=1)):.3f}"
 
 
-def _test_lls(runs: list[dict[str, Any]], library: str, kind: str, dataset: str) -> list[float]:
-    """Test log-likelihoods of every seed of one (library, kind, dataset)."""
+def _test_lls(
+    runs: list[dict[str, Any]], library: str, kind: str, dataset: str, key: str = "test_ll"
+) -> list[float]:
+    """``key`` (default: the mean test log-likelihood) of every seed of one (library, kind,
+    dataset) that recorded it."""
     return [
-        r["test_ll"]
+        r[key]
         for r in runs
-        if r["library"] == library and r["kind"] == kind and r["dataset"] == dataset
+        if r["library"] == library and r["kind"] == kind and r["dataset"] == dataset and key in r
     ]
+
+
+PEERS: tuple[str, ...] = ("zuko", "nflows", "normflows")
+
+
+def verdict(runs: list[dict[str, Any]], kind: str, dataset: str) -> str:
+    """Ours against the best peer (highest mean over seeds) on one row: the difference of
+    the seed means ± its standard error, whether ours is at least the best peer's within
+    one standard error, and whether our seed spread is no wider."""
+    ours = _test_lls(runs, "invertible", kind, dataset)
+    peers = {p: _test_lls(runs, p, kind, dataset) for p in PEERS}
+    peers = {p: v for p, v in peers.items() if len(v) > 1 and all(map(math.isfinite, v))}
+    if len(ours) < 2 or not peers or not all(map(math.isfinite, ours)):
+        return "—"
+    best = max(peers, key=lambda p: float(np.mean(peers[p])))
+    diff = float(np.mean(ours) - np.mean(peers[best]))
+    se = math.sqrt(
+        np.var(ours, ddof=1) / len(ours) + np.var(peers[best], ddof=1) / len(peers[best])
+    )
+    level = "yes" if diff >= -se else "no"
+    spread = "yes" if np.std(ours, ddof=1) <= np.std(peers[best], ddof=1) else "no"
+    return f"{best}: {diff:+.3f} ± {se:.3f} | {level} | {spread}"
+
+
+def _tails(runs: list[dict[str, Any]], lib: str, kind: str, dataset: str) -> str:
+    """Mean over seeds of the per-point median, and the lowest per-point minimum."""
+    medians = _test_lls(runs, lib, kind, dataset, "test_median")
+    minima = _test_lls(runs, lib, kind, dataset, "test_min")
+    if not medians:
+        return "—"
+    return f"{float(np.mean(medians)):.2f} / {min(minima):.1f}"
 
 
 def write_markdown(payload: dict[str, Any], path: Path) -> None:
@@ -310,6 +368,7 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
             continue
         lines += [f"## {kind.upper() if kind == 'maf' else 'Coupling (RealNVP-style)'}", ""]
         header = ["data", "D", "steps", *kind_libs, "oracle", "n (seeds)"]
+        header += ["ours − best peer ± s.e.", "≥ best (1 s.e.)", "spread ≤ best"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for ds, info in payload["datasets"].items():
             cells = []
@@ -327,9 +386,24 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
             lines.append(
                 f"| {ds} | {info['features']} | {steps} | "
                 + " | ".join(cells)
-                + f" | {oracle_cell} | {n_cell} |"
+                + f" | {oracle_cell} | {n_cell} | {verdict(runs, kind, ds)} |"
             )
         lines += [""]
+        tails = [
+            f"| {ds} | " + " | ".join(_tails(runs, lib, kind, ds) for lib in kind_libs) + " |"
+            for ds in payload["datasets"]
+            if any(_test_lls(runs, lib, kind, ds, "test_median") for lib in kind_libs)
+        ]
+        if tails:
+            lines += [
+                "Median / minimum of the per-point test log-likelihoods (mean of the seeds' "
+                "medians / lowest point over the seeds):",
+                "",
+                "| data | " + " | ".join(kind_libs) + " |",
+                "|" + "---|" * (len(kind_libs) + 1),
+                *tails,
+                "",
+            ]
         gaps = []
         for ds, info in payload["datasets"].items():
             if info.get("oracle") is None:
@@ -389,7 +463,7 @@ def _run_job(job: tuple[str, str, str, int, dict[str, Any], bool]) -> dict[str, 
     library, kind, dataset, seed, cfg_dict, quick = job
     torch.set_num_threads(1)
     cfg = QualityConfig(**cfg_dict)
-    data = load_quality_data(dataset, quick=quick)
+    data = load_quality_data(dataset, quick=quick, data_dir=cfg.data_dir)
     return asdict(train_and_evaluate(library, kind, dataset, data, seed, cfg))
 
 
@@ -406,6 +480,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps if args.steps is not None else (300 if args.quick else 3000),
         seeds=tuple(range(args.seeds if args.seeds is not None else (1 if args.quick else 3))),
         steps_override=overrides,
+        data_dir=args.data_dir,
     )
     datasets = args.datasets or (["moons", "gmm8"] if args.quick else list(DATASETS))
     libraries = _available(args.libs or list(LIBRARIES))
@@ -420,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
     done = {_key(r) for r in previous}
     dataset_info: dict[str, Any] = {}
     for ds in datasets:
-        data = load_quality_data(ds, quick=args.quick)
+        data = load_quality_data(ds, quick=args.quick, data_dir=cfg.data_dir)
         dataset_info[ds] = {
             "features": data.features,
             "sizes": {k: len(v) for k, v in data.splits.items()},
@@ -503,6 +578,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--kinds", nargs="*", choices=("maf", "coupling"), default=None)
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1 thread each)")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    parser.add_argument(
+        "--data-dir", default=DATA_DIR, help=f"BSDS300 images for bsds300 (default {DATA_DIR})"
+    )
     parser.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_OUT})")
     parser.set_defaults(func=run)
     return parser

@@ -57,6 +57,14 @@ def _quality(payload: dict[str, Any]) -> str:
         return path.read_text()
 
 
+def _quality_before(payload: dict[str, Any]) -> str:
+    """The quality table of the library before the shift placement changed (commit 14a19b2)."""
+    title = "# Density-estimation quality with an equal budget"
+    return _quality(payload).replace(
+        title, title + ": before (commit 14a19b2, shift in data units, identity start)", 1
+    )
+
+
 def _images(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Images: Fashion-MNIST in bits/dim",
@@ -78,6 +86,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("steps/steps.json", steps.make_markdown),
     ("precision/precision.json", precision.markdown),
     ("quality/quality.json", _quality),
+    ("quality-before/quality.json", _quality_before),
     ("paper/paper.json", paper.markdown),
     ("paper/long.json", paper_long.markdown),
     ("distill/results.json", distill.markdown),

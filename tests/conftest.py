@@ -8,6 +8,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _fp32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precision="auto"`` resolves by the hardware (bf16 where it is fast); the suite must
+    not depend on the machine it runs on, so "auto" means fp32 here. The tests of "auto"
+    itself stub the probe (``tests/test_precision.py``)."""
+    from invertible.training import precision
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread() -> Iterator[None]:
     """Tiny models: one thread is faster, and immune to oversubscription on busy machines."""

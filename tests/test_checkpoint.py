@@ -69,7 +69,7 @@ def test_config_json_contents(tmp_path: Path) -> None:
     )
     invertible.save(_flow(), tmp_path / "c", data=data)
     meta = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert meta["format"] == "invertible" and meta["format_version"] == 1
+    assert meta["format"] == "invertible" and meta["format_version"] == ckpt.FORMAT_VERSION
     assert meta["model"] == "RealNVP" and meta["config"]["features"] == 4
     assert meta["torch"] == torch.__version__ and meta["invertible"] == invertible.__version__
     assert meta["data"]["name"] == "toy" and meta["data"]["std"] == [1.0] * 4
@@ -120,6 +120,28 @@ def _edit_config(path: Path, **changes) -> None:
         else:
             meta[key] = value
     (path / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("preset", ["MAF", "IAF", "RealNVP", "GaussianAR"])
+def test_version_1_checkpoint_keeps_its_data_unit_shift(preset: str, tmp_path: Path) -> None:
+    """A format-1 checkpoint was trained with x = z·exp(α) + μ: it must load as that map,
+    not as today's default (x = (z + b)·exp(α)), which would silently change its density."""
+    torch.manual_seed(0)
+    old = getattr(invertible, preset)(3, hidden_features=(8,), affine_shift="data")
+    for p in old.parameters():  # away from the identity start, where both maps agree
+        torch.nn.init.normal_(p, std=0.3)
+    old.eval()
+    invertible.save(old, tmp_path / "c")
+    config = json.loads((tmp_path / "c" / "config.json").read_text())["config"]
+    del config["affine_shift"]
+    _edit_config(tmp_path / "c", format_version=1, config=config)
+    x = torch.randn(5, 3)
+    loaded = invertible.load(tmp_path / "c")
+    assert loaded.config["affine_shift"] == "data"
+    torch.testing.assert_close(loaded.log_prob(x), old.log_prob(x))
+    latent = getattr(invertible, preset)(**{**config, "affine_shift": "latent"})
+    latent.load_state_dict(old.state_dict())
+    assert not torch.allclose(latent.eval().log_prob(x), old.log_prob(x))
 
 
 def test_newer_format_version_refused(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from invertible.checkpoint import FORMAT_VERSION
 from invertible.cli import app
 
 runner = CliRunner()
@@ -183,7 +184,7 @@ def test_corrupt_truncated_and_newer_checkpoints(trained, tmp_path: Path) -> Non
     (corrupt / "model.safetensors").write_bytes(os.urandom(300))
     newer = _copy_ckpt(out / "model", tmp_path / "newer")
     meta = json.loads((newer / "config.json").read_text())
-    meta["format_version"] = 2
+    meta["format_version"] = FORMAT_VERSION + 1
     (newer / "config.json").write_text(json.dumps(meta))
 
     for ckpt, pattern in (

@@ -39,8 +39,11 @@ def _actnorm_gaussian(shift: torch.Tensor, log_scale: torch.Tensor) -> invertibl
 
 
 def _constant_ar(layer: torch.nn.Module, shift: torch.Tensor, alpha: torch.Tensor) -> None:
-    """Make an affine AR layer input-independent: zero last MADE weight, bias = (μ, α_raw)."""
+    """Make an affine AR layer input-independent with x = u·e^α + μ: zero last MADE weight,
+    bias = (b, α_raw) with b = μ (shift in data units) or μ·e^(−α) (in latent units)."""
     last = layer.made.layers[-1]
+    if layer.elementwise.shift == "latent":
+        shift = shift * (-alpha).exp()
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(torch.stack([shift, _raw(alpha)], dim=1).flatten())

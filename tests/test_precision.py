@@ -5,6 +5,7 @@ CUDA-only with a gradient scaler, the block-sparse MADE product honours autocast
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,14 @@ from invertible.cli import app
 from invertible.nn import MADE
 from invertible.nn.blocksparse import BlockPlan, masked_linear
 from invertible.training import TrainConfig, Trainer, fit
-from invertible.training.precision import autocast, check_precision, make_scaler
+from invertible.training import precision as precision_module
+from invertible.training.precision import (
+    autocast,
+    check_precision,
+    cpu_bf16_speedup,
+    make_scaler,
+    resolve_precision,
+)
 
 BF16 = torch.bfloat16
 
@@ -145,11 +153,46 @@ def test_fp16_is_refused_off_cuda() -> None:
 
 
 def test_unknown_precision_is_refused_naming_the_choices() -> None:
-    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'fp16'"):
+    with pytest.raises(ValueError, match="precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"):
         TrainConfig(precision="half")
     with pytest.raises(ValueError, match="precision must be one of"):
         fit(FLOWS["nice"](), _vectors(6), steps=1, precision="bfloat16", progress=False)
     assert make_scaler("fp32", torch.device("cpu")) is None
+
+
+#: the hardware probe itself (the suite's conftest stubs the module attribute to "not fast")
+REAL_FAST_BF16 = precision_module.fast_bf16
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_trains_in_bf16_only_where_bf16_is_fast(fast: bool, monkeypatch) -> None:
+    """The default ``"auto"`` resolves by the hardware (here: a stubbed probe), and the
+    result and the distillation config record what ran, not "auto"."""
+    monkeypatch.setattr(precision_module, "fast_bf16", lambda device: fast)
+    expected = "bf16" if fast else "fp32"
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32"  # an explicit choice is kept
+    torch.manual_seed(0)
+    result = fit(FLOWS["realnvp"](), _vectors(6), steps=3, batch_size=32, progress=False)
+    assert result.precision == expected
+    teacher = inv.MAF(4, num_layers=1, hidden_features=(8,), batch_norm=False)
+    student = inv.IAF(4, num_layers=1, hidden_features=(8,))
+    distilled = inv.distill(teacher, student, steps=2, batch_size=16, progress=False)
+    assert distilled.config["precision"] == expected
+
+
+def test_cpu_probe_measures_a_ratio_and_caches_it() -> None:
+    ratio = cpu_bf16_speedup(torch.get_num_threads())
+    assert math.isfinite(ratio) and ratio > 0
+    assert cpu_bf16_speedup(torch.get_num_threads()) == ratio  # measured once per process
+    assert REAL_FAST_BF16("cpu") == (ratio >= precision_module.AUTO_BF16_SPEEDUP)
+    assert REAL_FAST_BF16("meta") is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_on_cuda_follows_the_compute_capability() -> None:
+    ampere = torch.cuda.get_device_capability() >= (8, 0)
+    assert resolve_precision("auto", "cuda") == ("bf16" if ampere else "fp32")
 
 
 def test_evaluation_after_bf16_training_is_fp32() -> None:

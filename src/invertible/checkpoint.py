@@ -1,6 +1,6 @@
 """Checkpoints: safetensors weights plus a JSON config, written atomically. No pickle anywhere.
 
-Format (``format_version`` 1). A checkpoint is a **directory**::
+Format (``format_version`` 2). A checkpoint is a **directory**::
 
     CKPT/
       config.json          what to rebuild, and from which data (see below)
@@ -10,7 +10,7 @@ Format (``format_version`` 1). A checkpoint is a **directory**::
 
 ``config.json`` holds::
 
-    {"format": "invertible", "format_version": 1,
+    {"format": "invertible", "format_version": 2,
      "model": "<preset class name in Flow.registry>", "config": flow.config,
      "torch": "<version>", "invertible": "<version>",
      "data": {"name": ..., "features": D, "options": {...}, "preprocessing": ...,
@@ -89,7 +89,10 @@ __all__ = [
 ]
 
 FORMAT = "invertible"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: presets with an ``affine_shift`` argument default to ``"latent"``; a version-1
+checkpoint of such a preset is read with ``affine_shift="data"``, the map it was trained
+with (see :func:`read_metadata`)."""
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _REQUIRED_KEYS = ("format", "format_version", "model", "config")
@@ -409,6 +412,15 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointFormatError(
             f"{path / CONFIG_FILE}: 'config' must be a JSON object of constructor arguments"
         )
+    return _upgrade(meta)
+
+
+def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with its config in the current format: version-1 presets shifted in data units."""
+    cls = Flow.registry.get(meta["model"])
+    shifted = cls is not None and "affine_shift" in inspect.signature(cls).parameters
+    if meta["format_version"] < 2 and shifted:
+        meta["config"] = {"affine_shift": "data", **meta["config"]}
     return meta
 
 

@@ -158,7 +158,7 @@ def train_job(
         a :class:`TrainJob`; its ``test`` is ``None`` on processes other than the main one.
     """
     model_spec(model)  # validates the name before anything is loaded
-    check_precision(train_options.get("precision", "fp32"), device or "cpu")
+    check_precision(train_options.get("precision", "auto"), device or "cpu")
     dataset, reload = _dataset(data, data_dir=data_dir, seed=seed, option=option)
     check_finite_splits(dataset)
     speech = isinstance(dataset, SpeechData)  # whole utterances; crops of any length
@@ -323,7 +323,7 @@ def distill_job(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> DistillJob:
     """Distil the teacher checkpoint ``teacher`` into an IAF student saved to ``out/model``.
 
@@ -331,7 +331,8 @@ def distill_job(
     the student's exact negative log-likelihood of training rows with weight
     ``data_anchor``), evaluates both exactly on the test split, and saves the student once
     with ``out/results.json``. See :func:`invertible.distill` for the options
-    (``precision``: of the training steps, ``"fp32"``, ``"bf16"`` or ``"fp16"``). An ``out``
+    (``precision``: of the training steps, ``"auto"``, ``"fp32"``, ``"bf16"`` or
+    ``"fp16"``). An ``out``
     that holds a previous run raises :class:`~invertible.training.RunExistsError` unless
     ``overwrite``; a run whose KL estimate ends higher than it started (or non-finite)
     raises :class:`DivergedError` and saves nothing.

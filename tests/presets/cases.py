@@ -35,6 +35,9 @@ PRESETS: dict[str, Callable[[], inv.Flow]] = {
     "GaussianAR-3-masks": lambda: inv.GaussianAR(D, hidden_features=(64, 64), num_masks=3),
     "MADEMoG": lambda: inv.MADEMoG(D, components=3, hidden_features=(64, 64)),
     "MAF": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64)),
+    "MAF-data-shift": lambda: inv.MAF(
+        D, num_layers=2, hidden_features=(64, 64), affine_shift="data"
+    ),
     "MAF-mog": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64), mog_components=3),
     "MAF-residual": lambda: inv.MAF(
         D, num_layers=2, hidden_features=(32,), num_blocks=1, batch_norm=False
@@ -43,6 +46,9 @@ PRESETS: dict[str, Callable[[], inv.Flow]] = {
     "IAF-gated": lambda: inv.IAF(D, num_layers=2, hidden_features=(64, 64), gated=True),
     "NICE": lambda: inv.NICE(D + 1, num_layers=2, hidden_features=(32,)),
     "RealNVP": lambda: inv.RealNVP(D + 1, num_layers=2, hidden_features=(32,)),
+    "RealNVP-identity-start": lambda: inv.RealNVP(
+        D + 1, num_layers=2, hidden_features=(32,), identity_init=True, affine_shift="data"
+    ),
     "RealNVPImage": lambda: inv.RealNVPImage(
         IMAGE_SHAPE, blocks_per_scale=1, channels=8, couplings_per_scale=2, final_couplings=2
     ),

@@ -64,6 +64,11 @@ CASES: list[Case] = [
         context_features=3,
     ),
     Case(
+        "affine-coupling-data-shift-random-start",
+        lambda: inv.AffineCoupling(4, hidden_features=(8,), shift="data", identity_init=False),
+        (4,),
+    ),
+    Case(
         "affine-coupling-half-unbounded",
         lambda: inv.AffineCoupling(3, mask="half", hidden_features=(8,), log_scale_bound=None),
         (3,),

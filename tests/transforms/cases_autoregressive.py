@@ -34,6 +34,13 @@ def _block_sparse(mode: str) -> inv.Transform:
 CASES: list[Case] = [
     Case("maf-natural", lambda: inv.AffineAutoregressive(4, hidden_features=(8, 8)), (4,)),
     Case(
+        "iaf-data-shift",
+        lambda: inv.AffineAutoregressive(
+            4, hidden_features=(8,), mode="iaf", elementwise=inv.Affine(shift="data")
+        ),
+        (4,),
+    ),
+    Case(
         "maf-reversed",
         lambda: inv.AffineAutoregressive(5, hidden_features=(16,), ordering="reversed"),
         (5,),

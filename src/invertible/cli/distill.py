@@ -70,8 +70,12 @@ def distill_command(
         bool, typer.Option(help="replace a distilled model already in OUT")
     ] = False,
     precision: Annotated[
-        str, typer.Option(help="training steps in fp32, bf16 (autocast) or fp16 (CUDA only)")
-    ] = "fp32",
+        str,
+        typer.Option(
+            help="training steps in auto (bf16 where its products are fast, else fp32), fp32, "
+            "bf16 (autocast) or fp16 (CUDA only)"
+        ),
+    ] = "auto",
 ) -> None:
     """Distill a teacher checkpoint into an IAF student by minimising KL(student ‖ teacher).
 

@@ -108,10 +108,11 @@ def train(
     precision: Annotated[
         str,
         typer.Option(
-            help="training steps in fp32, bf16 (autocast) or fp16 (CUDA, gradient scaler); "
-            "validation and test always run in fp32"
+            help="training steps in auto (bf16 where its products are fast, else fp32), fp32, "
+            "bf16 (autocast) or fp16 (CUDA, gradient scaler); validation and test always run "
+            "in fp32"
         ),
-    ] = "fp32",
+    ] = "auto",
 ) -> None:
     """Fit a model by maximum likelihood; save checkpoint, metrics and plots; print the test
     log-likelihood (and bits/dim for images: sample grids at temperatures 1.0 and 0.7).

@@ -21,6 +21,7 @@ from invertible.distillation.sequence import (
 )
 from invertible.training.config import TrainConfig
 from invertible.training.loop import Trainer
+from invertible.training.precision import resolve_precision
 
 __all__ = ["HISTORY_KEYS", "DistillResult", "StudentBatches", "distill"]
 
@@ -132,7 +133,7 @@ def distill(
     power_loss: float = 0.0,
     real: Tensor | None = None,
     monitor_every: int = 10,
-    precision: str = "fp32",
+    precision: str = "auto",
     lr_warmup_steps: int = 0,
 ) -> DistillResult:
     r"""Train ``student`` to minimise KL(student ‖ teacher) with the teacher frozen.
@@ -195,7 +196,9 @@ def distill(
         real: sequences only: ``[N, T]`` real audio crops for the power loss and the
             real-audio monitors.
         monitor_every: sequences only: steps between the real-audio monitors.
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA): each step's student and
+        precision: ``"auto"`` (default: bf16 where its products are fast, see
+            :func:`~invertible.training.precision.resolve_precision`), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (CUDA): each step's student and
             teacher passes and the loss run under autocast in that dtype, as in
             :func:`invertible.fit` (see :mod:`invertible.training.precision`); the
             likelihood terms stay float32.
@@ -255,6 +258,7 @@ def distill(
             closed_form_layers=closed,
         )  # fmt: skip
     device = params[0].device
+    config["precision"] = precision = resolve_precision(precision, device)
     train_config = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
         patience=None, eval_every=max(steps, 1), seed=None, max_bad_steps=10,

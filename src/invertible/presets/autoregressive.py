@@ -244,6 +244,9 @@ class GaussianAR(_MaskAveraging, Flow):
         num_blocks: residual blocks in the MADE (0: plain).
         log_scale_bound: soft bound of |α|.
         seed: seed of random orderings and masks.
+        affine_shift: ``"latent"`` (x_i = (u_i + b_i)·exp(α_i), so μ_i = b_i·exp(α_i)) or
+            ``"data"`` (x_i = u_i·exp(α_i) + μ_i); the same model, trained faster with
+            ``"latent"`` (see :class:`~invertible.transforms.elementwise.Affine`).
 
     Example:
         >>> import torch
@@ -263,6 +266,7 @@ class GaussianAR(_MaskAveraging, Flow):
         num_blocks: int = 0,
         log_scale_bound: float | None = 5.0,
         seed: int = 0,
+        affine_shift: str = "latent",
     ) -> None:
         layer = AffineAutoregressive(
             features,
@@ -270,7 +274,7 @@ class GaussianAR(_MaskAveraging, Flow):
             mode="maf",
             ordering=ordering,
             context_features=context_features,
-            elementwise=Affine(log_scale_bound),
+            elementwise=Affine(log_scale_bound, shift=affine_shift),
             num_blocks=num_blocks,
             num_masks=num_masks,
             seed=seed,
@@ -367,6 +371,9 @@ class MAF(_MaskAveraging, Flow):
         num_masks: connectivity-agnostic masks (mask k used by all layers together).
         log_scale_bound: soft bound of each layer's |α|.
         seed: seed of random orderings and masks (layer i uses ``seed + i``).
+        affine_shift: ``"latent"`` (x_i = (u_i + b_i)·exp(α_i), so μ_i = b_i·exp(α_i)) or
+            ``"data"`` (x_i = u_i·exp(α_i) + μ_i); the same model, trained faster with
+            ``"latent"`` (see :class:`~invertible.transforms.elementwise.Affine`).
 
     Example:
         >>> import torch
@@ -390,6 +397,7 @@ class MAF(_MaskAveraging, Flow):
         num_masks: int = 1,
         log_scale_bound: float | None = 5.0,
         seed: int = 0,
+        affine_shift: str = "latent",
     ) -> None:
         layers: list[Transform] = []
         for i in range(num_layers):
@@ -402,7 +410,7 @@ class MAF(_MaskAveraging, Flow):
                     mode="maf",
                     ordering=_layer_ordering(ordering, i),
                     context_features=context_features,
-                    elementwise=Affine(log_scale_bound),
+                    elementwise=Affine(log_scale_bound, shift=affine_shift),
                     num_blocks=num_blocks,
                     num_masks=num_masks,
                     seed=seed + i,
@@ -447,6 +455,9 @@ class IAF(_MaskAveraging, Flow):
         num_blocks: residual blocks per MADE (0: plain).
         log_scale_bound: soft bound of |α| (affine update only).
         seed: seed of random orderings (layer i uses ``seed + i``).
+        affine_shift: ``"latent"`` (x_i = (u_i + b_i)·exp(α_i), so μ_i = b_i·exp(α_i)) or
+            ``"data"`` (x_i = u_i·exp(α_i) + μ_i); the same model, trained faster with
+            ``"latent"`` (see :class:`~invertible.transforms.elementwise.Affine`).
 
     Example:
         >>> import torch
@@ -468,6 +479,7 @@ class IAF(_MaskAveraging, Flow):
         num_blocks: int = 0,
         log_scale_bound: float | None = 5.0,
         seed: int = 0,
+        affine_shift: str = "latent",
     ) -> None:
         layers: list[Transform] = [
             AffineAutoregressive(
@@ -476,7 +488,7 @@ class IAF(_MaskAveraging, Flow):
                 mode="iaf",
                 ordering=_layer_ordering(ordering, i),
                 context_features=context_features,
-                elementwise=Gated() if gated else Affine(log_scale_bound),
+                elementwise=Gated() if gated else Affine(log_scale_bound, shift=affine_shift),
                 num_blocks=num_blocks,
                 seed=seed + i,
             )

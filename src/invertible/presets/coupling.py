@@ -63,7 +63,7 @@ class NICE(Flow):
 class RealNVP(Flow):
     r"""RealNVP on vectors: affine couplings with alternating masks and batch norm between.
 
-    Each coupling: x_I2 = z_I2 ⊙ exp(α(z_I1)) + μ(z_I1); log|det ∂x/∂z| = Σ α. Sampling and
+    Each coupling: x_I2 = (z_I2 + b(z_I1)) ⊙ exp(α(z_I1)); log|det ∂x/∂z| = Σ α. Sampling and
     density are each one parallel pass. With ``batch_norm=True`` a :class:`BatchNorm` flow
     layer sits between consecutive couplings (as in the RealNVP baselines of the MAF paper).
     Dinh, Sohl-Dickstein & Bengio, *Density estimation using Real NVP*, ICLR 2017.
@@ -78,6 +78,11 @@ class RealNVP(Flow):
         base: ``"normal"`` or ``"logistic"``.
         context_features: width of the conditioning context.
         seed: seed of random masks.
+        affine_shift: ``"latent"`` (x = (z + b)·exp(α)) or ``"data"`` (x = z·exp(α) + μ,
+            the paper's form); see :class:`~invertible.transforms.elementwise.Affine`.
+        identity_init: start every coupling as the identity map (zero last layers). The
+            default ``False`` keeps PyTorch's initialisation of the last layers, which
+            trains faster (see :class:`~invertible.AffineCoupling`).
 
     Example:
         >>> import torch
@@ -99,6 +104,8 @@ class RealNVP(Flow):
         base: str = "normal",
         context_features: int = 0,
         seed: int = 0,
+        affine_shift: str = "latent",
+        identity_init: bool = False,
     ) -> None:
         layers: list[Transform] = []
         for i in range(num_layers):
@@ -113,6 +120,8 @@ class RealNVP(Flow):
                     context_features=context_features,
                     log_scale_bound=log_scale_bound,
                     seed=seed + i // 2,
+                    shift=affine_shift,
+                    identity_init=identity_init,
                 )
             )
         super().__init__(

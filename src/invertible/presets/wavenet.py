@@ -283,7 +283,7 @@ class WaveNetMAF(SequenceFlow):
     ) -> None:
         layer = WaveNetAutoregressive(
             mode="maf",
-            elementwise=Affine(log_scale_bound),
+            elementwise=Affine(log_scale_bound, shift="data"),
             residual_channels=residual_channels,
             gate_channels=gate_channels,
             skip_channels=skip_channels,
@@ -401,7 +401,7 @@ class WaveNetIAF(SequenceFlow):
         flows = [
             WaveNetAutoregressive(
                 mode="iaf",
-                elementwise=Gated() if gated else Affine(log_scale_bound),
+                elementwise=Gated() if gated else Affine(log_scale_bound, shift="data"),
                 residual_channels=residual_channels,
                 gate_channels=gate_channels,
                 skip_channels=skip_channels,
@@ -493,7 +493,7 @@ class LinearPredictionAR(SequenceFlow):
         if order < 0:
             raise ValueError(f"order: expected >= 0, got {order}")
         layer = WaveNetAutoregressive(
-            mode="maf", elementwise=Affine(None), dilations=(), linear_order=order
+            mode="maf", elementwise=Affine(None, shift="data"), dilations=(), linear_order=order
         )
         super().__init__(layer, _sequence_base(base, _BASES_AR, length))
         self.config = {"order": order, "base": base, "length": length}

@@ -21,7 +21,7 @@ from invertible.training.fit import RunExistsError, existing_run, fit
 from invertible.training.loop import DivergedError, Trainer
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
-from invertible.training.precision import PRECISIONS, check_precision
+from invertible.training.precision import PRECISIONS, check_precision, resolve_precision
 from invertible.training.schedule import adam, lr_factor
 from invertible.training.state import seed_everything
 from invertible.training.strategy import SingleProcess
@@ -46,5 +46,6 @@ __all__ = [
     "fit",
     "lr_factor",
     "refresh_batchnorm",
+    "resolve_precision",
     "seed_everything",
 ]

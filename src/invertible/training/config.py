@@ -41,7 +41,7 @@ class TrainConfig:
     val_refresh_bn_rows: int | None = 4096
     checkpoint_every: int = 1
     compile: bool | str = False  # True: torch.compile's default backend; a str: that backend
-    precision: str = "fp32"  # "bf16" / "fp16": autocast of each step's forward pass and loss
+    precision: str = "auto"  # "bf16" / "fp16": autocast of each step's forward pass and loss
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
@@ -104,8 +104,8 @@ class TrainResult:
         warnings: what went wrong without stopping the run (skipped steps, learning-rate
             halvings, an exploding loss), one sentence each; also issued as
             :class:`TrainingWarning`.
-        precision: the precision of the training steps (``"fp32"``, ``"bf16"``,
-            ``"fp16"``); validation always ran in float32.
+        precision: the precision the training steps ran in (``"fp32"``, ``"bf16"``,
+            ``"fp16"``; ``"auto"`` resolved); validation always ran in float32.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)

@@ -82,7 +82,7 @@ def fit(
     callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
     save_model: bool = True,
     overwrite: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
     **options: Any,
 ) -> TrainResult:
     """Fit ``flow`` to ``data`` by maximum likelihood; returns a :class:`TrainResult`.
@@ -119,12 +119,15 @@ def fit(
         overwrite: start a new run in an ``out_dir`` that holds one (its resumable state is
             removed, its model replaced at the end); without it, and without ``resume``,
             such an ``out_dir`` raises :class:`RunExistsError`.
-        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (CUDA only, with a
-            gradient scaler): the forward pass and loss of each training step run under
-            ``torch.autocast`` in that dtype, so the conditioner networks' products run in
-            low precision while log-scales, elementwise maps, log-determinants, base
-            densities and batch-norm statistics stay float32; validation always runs in
-            float32 (see :mod:`invertible.training.precision`). Example:
+        precision: ``"auto"`` (default: ``"bf16"`` where bf16 products are fast, CUDA
+            Ampere or later or a CPU with AVX-512 BF16 / AMX, else ``"fp32"``; see
+            :func:`~invertible.training.precision.resolve_precision`), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (CUDA only, with a gradient scaler): the forward
+            pass and loss of each training step run under ``torch.autocast`` in that
+            dtype, so the conditioner networks' products run in low precision while
+            log-scales, elementwise maps, log-determinants, base densities and batch-norm
+            statistics stay float32; validation always runs in float32 (see
+            :mod:`invertible.training.precision`). Example:
             ``fit(flow, data, precision="bf16")``.
         **options: further :class:`TrainConfig` fields: ``min_lr_ratio``, ``step_size``,
             ``gamma``, ``warmup_steps``, ``max_bad_steps=10``, ``val_max_rows``,

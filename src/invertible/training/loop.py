@@ -79,7 +79,7 @@ from invertible.training.compile import CompiledModule
 from invertible.training.config import TrainConfig, TrainingWarning, TrainResult
 from invertible.training.metrics import MetricsLogger
 from invertible.training.objective import MaximumLikelihood
-from invertible.training.precision import autocast, check_precision, make_scaler
+from invertible.training.precision import autocast, make_scaler, resolve_precision
 from invertible.training.schedule import adam, lr_factor
 from invertible.training.state import (
     load_optimizer_state,
@@ -196,7 +196,8 @@ class Trainer:
         self.objective = objective or MaximumLikelihood()
         dtype, flow_device = dtype_device(flow)
         self.device = torch.device(device) if device is not None else flow_device
-        check_precision(self.config.precision, self.device)
+        #: the precision the steps run in (``config.precision`` with "auto" resolved)
+        self.precision = resolve_precision(self.config.precision, self.device)
         self.flow.to(self.device)
         self.model: nn.Module = flow  # the strategy may replace it by a wrapper (DDP)
         self.dtype = dtype
@@ -217,7 +218,7 @@ class Trainer:
         self.data_meta = data_meta
         self.optimizer = self.make_optimizer()
         #: the loss scaler of ``precision="fp16"`` (``None`` otherwise)
-        self.scaler = make_scaler(self.config.precision, self.device)
+        self.scaler = make_scaler(self.precision, self.device)
         self._set_lengths()
         self._reset_loop_state()
         self.strategy.setup(self)
@@ -299,7 +300,7 @@ class Trainer:
         """The context of a training step's forward pass and loss (``precision``): autocast
         in bf16 / fp16, or nothing in fp32. Backward and the optimizer step run outside it.
         """
-        return autocast(self.config.precision, self.device)
+        return autocast(self.precision, self.device)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam over the trainable parameters (see :func:`adam`)."""
@@ -899,5 +900,5 @@ class Trainer:
             skipped_steps=self.skipped,
             lr_halvings=self.lr_halvings,
             samples_per_s=float(np.mean(sps)) if sps else 0.0,
-            precision=self.config.precision,
+            precision=self.precision,
         )

@@ -35,7 +35,8 @@ class AffineAutoregressive(Transform):
     With the default :class:`~invertible.transforms.elementwise.Affine` map,
     forward (u → x) is x_i = u_i·exp(α_i) + μ_i, log|det ∂x/∂u| = Σ_i α_i; inverse
     (x → u) is u_i = (x_i − μ_i)·exp(−α_i), log|det ∂u/∂x| = −Σ_i α_i, where (μ_i, α_i)
-    are MADE outputs over the preceding coordinates:
+    are MADE outputs over the preceding coordinates (with the default
+    ``Affine(shift="latent")`` the network's shift output is b_i and μ_i = b_i·exp(α_i)):
 
     * ``mode="maf"`` (Papamakarios, Pavlakou & Murray, *Masked Autoregressive Flow for
       Density Estimation*, NeurIPS 2017): μ_i, α_i = f(x_<i).

@@ -80,6 +80,9 @@ class Coupling(Transform):
         activation: nonlinearity of the default conditioner.
         net: a custom conditioner ``net(z_I1, context) -> [batch, |I2| * num_params]``
             (overrides ``hidden_features``/``activation``).
+        identity_init: start the default conditioner's last layer at zero, so that the
+            fresh layer is the identity map; ``False`` keeps PyTorch's default
+            initialisation there (see :class:`AffineCoupling` for the trade-off).
 
     Example:
         >>> import torch
@@ -99,6 +102,7 @@ class Coupling(Transform):
         context_features: int = 0,
         activation: Callable[[], nn.Module] = nn.ReLU,
         net: nn.Module | None = None,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         mask = torch.as_tensor(mask, dtype=torch.bool)
@@ -118,6 +122,7 @@ class Coupling(Transform):
             len(changed) * elementwise.num_params,
             hidden_features,
             activation=activation,
+            zero_init=identity_init,
         )
 
     def _refresh_slices(self) -> None:
@@ -214,12 +219,21 @@ class AdditiveCoupling(Coupling):
 
 
 class AffineCoupling(Coupling):
-    r"""RealNVP's affine coupling: x_I2 = z_I2 ⊙ exp(α(z_I1)) + μ(z_I1), x_I1 = z_I1.
+    r"""RealNVP's affine coupling: x_I2 = (z_I2 + b(z_I1)) ⊙ exp(α(z_I1)), x_I1 = z_I1.
 
-    log|det ∂x/∂z| = Σ_{i∈I2} α_i(z_I1). Both directions are one parallel pass. α is soft
-    clamped to ``(-log_scale_bound, log_scale_bound)`` (see
-    :class:`~invertible.transforms.elementwise.Affine`). Dinh, Sohl-Dickstein & Bengio,
-    *Density estimation using Real NVP*, ICLR 2017, section 3.3.
+    log|det ∂x/∂z| = Σ_{i∈I2} α_i(z_I1); the inverse is z_I2 = x_I2 ⊙ exp(−α(x_I1)) − b(x_I1).
+    Both directions are one parallel pass. α is soft clamped to
+    ``(-log_scale_bound, log_scale_bound)``; ``shift="data"`` gives the paper's
+    x_I2 = z_I2 ⊙ exp(α) + μ instead (the same family of maps, trained less well on data of
+    small scale; see :class:`~invertible.transforms.elementwise.Affine`). Dinh,
+    Sohl-Dickstein & Bengio, *Density estimation using Real NVP*, ICLR 2017, section 3.3.
+
+    ``identity_init=True`` (the layer's default) starts the conditioner's last layer at
+    zero, so the fresh layer is the identity. The :class:`~invertible.RealNVP` preset uses
+    ``False``: with zero last layers no hidden unit of a coupling network gets a gradient
+    until the last layer has moved, and on ``patches`` the random start trained to a
+    higher likelihood with a narrower spread over seeds (``benchmarks/README.md``,
+    "quality").
 
     Args:
         features: number of coordinates D.
@@ -229,6 +243,8 @@ class AffineCoupling(Coupling):
         context_features: width of the conditioning context.
         log_scale_bound: soft bound of |α|.
         seed: seed of a ``"random"`` mask.
+        shift: ``"latent"`` or ``"data"`` (see above).
+        identity_init: start as the identity map (see above).
 
     Example:
         >>> import torch
@@ -249,13 +265,16 @@ class AffineCoupling(Coupling):
         activation: Callable[[], nn.Module] = nn.ReLU,
         log_scale_bound: float | None = 5.0,
         seed: int | None = None,
+        shift: str = "latent",
+        identity_init: bool = True,
     ) -> None:
         if isinstance(mask, str):
             mask = coupling_mask(features, mask, parity, seed=seed)
         super().__init__(
             mask,
-            Affine(log_scale_bound),
+            Affine(log_scale_bound, shift=shift),
             hidden_features,
             context_features=context_features,
             activation=activation,
+            identity_init=identity_init,
         )

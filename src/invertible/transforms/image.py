@@ -166,7 +166,8 @@ class ImageCoupling(Transform):
     Subclasses choose the kept set. Log-scale options of the affine map: ``"clamp"`` gives
     α = ``soft_clamp(raw, log_scale_bound)`` (the shared :class:`Affine` map);
     ``"tanh"`` gives RealNVP's α = s_c · tanh(raw) with a learned per-channel scale s_c
-    (initialised to 1), then the same :class:`Affine` map without a further bound.
+    (initialised to 1), then the same :class:`Affine` map without a further bound. The
+    shift comes after the scale, as in the paper (``Affine(shift="data")``).
     """
 
     def __init__(
@@ -181,7 +182,7 @@ class ImageCoupling(Transform):
             raise ValueError(f"log_scale: choose 'tanh' or 'clamp', got {log_scale!r}")
         self.changed_channels = changed_channels
         if elementwise is None:
-            elementwise = Affine(None if log_scale == "tanh" else log_scale_bound)
+            elementwise = Affine(None if log_scale == "tanh" else log_scale_bound, shift="data")
         self.elementwise = elementwise
         self.log_scale_mode = log_scale
         self.scale_factor: nn.Parameter | None = None

@@ -70,7 +70,7 @@ class WaveNetAutoregressive(Transform):
       density of outside audio) is **sequential**.
 
     ``Gated()`` gives x = σ·u + (1 − σ)·m. The log-scale bound must allow audio: the
-    16-bit step on [-1, 1] is 3·10⁻⁵ (log −10.4), so the presets use ``Affine(12.0)``
+    16-bit step on [-1, 1] is 3·10⁻⁵ (log −10.4), so the presets use ``Affine(12.0, shift="data")``
     (|α| < 12) rather than the library default 5, which would cap a one-layer teacher at
     about 5 − ½log(2πe) ≈ 3.6 nats per sample.
 
@@ -81,7 +81,8 @@ class WaveNetAutoregressive(Transform):
 
     Args:
         mode: ``"maf"`` or ``"iaf"``.
-        elementwise: the elementwise map (default ``Affine(12.0)``).
+        elementwise: the elementwise map (default ``Affine(12.0, shift="data")``: the
+            linear shortcut predicts μ in the units of the audio).
         sequential: ``"incremental"`` or ``"naive"``.
         residual_channels: see :class:`~invertible.nn.CausalWaveNet` (all the following).
         gate_channels: channels of each half of the gate.
@@ -126,7 +127,7 @@ class WaveNetAutoregressive(Transform):
         if sequential not in ("incremental", "naive"):
             raise ValueError(f"sequential: expected 'incremental' or 'naive', got {sequential!r}")
         self.mode, self.sequential = mode, sequential
-        self.elementwise = elementwise if elementwise is not None else Affine(12.0)
+        self.elementwise = elementwise if elementwise is not None else Affine(12.0, shift="data")
         if linear_order and not isinstance(self.elementwise, Affine):
             raise ValueError("linear_order: the linear shortcut adds to μ, so it needs Affine")
         self.net = CausalWaveNet(

@@ -13,12 +13,13 @@ Why KL alone: the student is there to *sample like the teacher*, which is what r
 KL measures. A data term (the student's exact likelihood of training rows) runs the
 student's sequential inverse: on ``patches`` (one MAF teacher, two minutes of training
 each, one thread) it made each step about six times dearer, so the student took a sixth
-of the steps and ended farther from its teacher (KL 13.7 nats against 3.5-4, teacher
-log-likelihood of its samples 81 against 108-114), while scoring test data better (192
-nats against 171-183): the data term buys mass-covering, not sampling quality. Without
-it the student is mode seeking, so its exact test log-likelihood is lower than the
-teacher's; the report shows both. The data-scale start saves the steps a fresh
-(identity, unit-variance) IAF spends shrinking to the data's scale (about 0.1);
+of the steps and ended farther from its teacher (KL 13.7 nats against 3.6-3.8 for
+:data:`OPTIONS` over three seeds, teacher log-likelihood of its samples 81 against
+111-114), while scoring test data better (192 nats against 175-183): the data term buys
+mass-covering, not sampling quality. Without it the student is mode seeking, so its exact
+test log-likelihood is lower than the teacher's; the report shows both. The data-scale
+start saves the steps a fresh (identity, unit-variance) IAF spends shrinking to the
+data's scale (about 0.1);
 ``"analytic-entropy"`` has the gradient of ``"mc"`` but a steadier KL figure; a learning
 rate of 3e-3 with a 100-step warm-up beat 1e-3. The table of variants is in
 ``docs/distillation.md``.

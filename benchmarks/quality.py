@@ -317,7 +317,7 @@ def verdict(runs: list[dict[str, Any]], kind: str, dataset: str) -> str:
     peers = {p: _test_lls(runs, p, kind, dataset) for p in PEERS}
     peers = {p: v for p, v in peers.items() if len(v) > 1 and all(map(math.isfinite, v))}
     if len(ours) < 2 or not peers or not all(map(math.isfinite, ours)):
-        return "—"
+        return "— | — | —"
     best = max(peers, key=lambda p: float(np.mean(peers[p])))
     diff = float(np.mean(ours) - np.mean(peers[best]))
     se = math.sqrt(

@@ -243,3 +243,10 @@ def test_block_sparse_product_equals_dense(config: dict, groups: int) -> None:
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     for layer, mask in zip(made.layers, made._masks):
         assert torch.all(layer.weight.grad[~mask[0]] == 0)
+
+
+def test_zero_init_controls_the_identity_start() -> None:
+    """A fresh MADE outputs zeros (the layer is the identity) unless ``zero_init=False``."""
+    x = torch.randn(5, 4)
+    assert MADE(4, (8,)).forward(x).abs().max() == 0
+    assert MADE(4, (8,), zero_init=False).forward(x).abs().max() > 0

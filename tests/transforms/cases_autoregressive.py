@@ -34,6 +34,11 @@ def _block_sparse(mode: str) -> inv.Transform:
 CASES: list[Case] = [
     Case("maf-natural", lambda: inv.AffineAutoregressive(4, hidden_features=(8, 8)), (4,)),
     Case(
+        "maf-random-start",
+        lambda: inv.AffineAutoregressive(4, hidden_features=(8,), identity_init=False),
+        (4,),
+    ),
+    Case(
         "iaf-data-shift",
         lambda: inv.AffineAutoregressive(
             4, hidden_features=(8,), mode="iaf", elementwise=inv.Affine(shift="data")

@@ -81,8 +81,9 @@ class MADE(nn.Module):
     (a buffer, saved with the model); flows average the density over the K masks at
     evaluation (see ``GaussianAR``).
 
-    The last layer starts at zero: a fresh MADE outputs zeros, so a fresh affine
-    autoregressive layer is the identity.
+    The last layer starts at zero (``zero_init=True``): a fresh MADE outputs zeros, so a
+    fresh affine autoregressive layer is the identity. ``zero_init=False`` keeps PyTorch's
+    default initialisation of the last layer (what :class:`~invertible.MAF` uses).
 
     Args:
         features: number of input coordinates D.
@@ -94,6 +95,7 @@ class MADE(nn.Module):
         num_blocks: residual blocks (0: a plain masked MLP).
         activation: hidden nonlinearity (module class).
         seed: seed of random orderings and degrees (``None``: drawn from torch's RNG).
+        zero_init: start the last layer at zero.
 
     Output: ``[batch, D, num_params]`` in the **original** coordinate order.
 
@@ -118,8 +120,10 @@ class MADE(nn.Module):
         num_blocks: int = 0,
         activation: Callable[[], nn.Module] = nn.ReLU,
         seed: int | None = None,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
+        self.zero_init = zero_init
         hidden_features = hidden_widths(hidden_features)
         if features < 1:
             raise ValueError(f"features: expected at least 1, got {features}")
@@ -221,11 +225,14 @@ class MADE(nn.Module):
 
     @torch.no_grad()
     def _reset_parameters(self) -> None:
-        """Init by the *effective* fan-in of each unit (masks cut connections), last layer 0."""
+        """Init hidden layers by the *effective* fan-in of each unit (masks cut connections);
+        the last layer at zero, or PyTorch's default with ``zero_init=False``.
+        """
         for index, layer in enumerate(self.layers):
             if index == len(self.layers) - 1:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                if self.zero_init:
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
                 continue
             mask = self._masks[index][0]
             fan_in = mask.sum(dim=1, keepdim=True).clamp_min(1).to(layer.weight.dtype)

@@ -54,7 +54,7 @@ class AffineAutoregressive(Transform):
     MADE hidden unit once as soon as its inputs are known (about one network pass in D
     small steps); ``"naive"`` runs D full MADE passes, as other libraries do. The attribute
     can be changed at any time. The last MADE layer starts at zero, so a fresh layer is the
-    identity (``Affine``).
+    identity (``Affine``), unless ``identity_init=False``.
 
     Connectivity-agnostic training (``num_masks > 1``, MADE §3.3): see
     :meth:`set_mask` / :meth:`next_mask`; the presets average densities over masks.
@@ -71,6 +71,8 @@ class AffineAutoregressive(Transform):
         activation: hidden nonlinearity of the MADE.
         seed: seed of random orderings/degrees (``None``: from torch's RNG).
         sequential: ``"incremental"`` or ``"naive"``.
+        identity_init: start the MADE's last layer at zero (the layer is then the
+            identity); ``False`` keeps PyTorch's default initialisation there.
 
     Example:
         >>> import torch
@@ -97,6 +99,7 @@ class AffineAutoregressive(Transform):
         activation: Callable[[], nn.Module] = nn.ReLU,
         seed: int | None = None,
         sequential: str = "incremental",
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         if mode not in ("maf", "iaf"):
@@ -115,6 +118,7 @@ class AffineAutoregressive(Transform):
             num_blocks=num_blocks,
             activation=activation,
             seed=seed,
+            zero_init=identity_init,
         )
 
     @property

@@ -35,8 +35,8 @@ PRESETS: dict[str, Callable[[], inv.Flow]] = {
     "GaussianAR-3-masks": lambda: inv.GaussianAR(D, hidden_features=(64, 64), num_masks=3),
     "MADEMoG": lambda: inv.MADEMoG(D, components=3, hidden_features=(64, 64)),
     "MAF": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64)),
-    "MAF-data-shift-identity-start": lambda: inv.MAF(
-        D, num_layers=2, hidden_features=(64, 64), affine_shift="data", identity_init=True
+    "MAF-data-shift-random-start": lambda: inv.MAF(
+        D, num_layers=2, hidden_features=(64, 64), affine_shift="data", identity_init=False
     ),
     "MAF-mog": lambda: inv.MAF(D, num_layers=2, hidden_features=(64, 64), mog_components=3),
     "MAF-residual": lambda: inv.MAF(

@@ -374,11 +374,12 @@ class MAF(_MaskAveraging, Flow):
         affine_shift: ``"latent"`` (x_i = (u_i + b_i)·exp(α_i), so μ_i = b_i·exp(α_i)) or
             ``"data"`` (x_i = u_i·exp(α_i) + μ_i); the same model, trained faster with
             ``"latent"`` (see :class:`~invertible.transforms.elementwise.Affine`).
-        identity_init: start every layer as the identity (zero last MADE layers). The
-            default ``False`` keeps PyTorch's initialisation of the last layers: on
-            ``patches`` and BSDS300 (no batch norm, 5 seeds, equal steps) it trained to a
-            higher mean with a narrower spread over seeds and far less extreme worst test
-            points (``benchmarks/README.md``, "quality").
+        identity_init: start every layer as the identity (zero last MADE layers, the
+            default). ``False`` keeps PyTorch's initialisation of the last layers: without
+            batch norm on ``patches`` and BSDS300 (5 seeds, equal steps) it trained to a
+            higher mean and far less extreme worst test points, but on ``gmm8`` to a lower
+            one, and in one run of the main job (with batch norm) its MAF was a harder
+            teacher to distil; measured in the session note of 2026-12-07.
 
     Example:
         >>> import torch
@@ -403,7 +404,7 @@ class MAF(_MaskAveraging, Flow):
         log_scale_bound: float | None = 5.0,
         seed: int = 0,
         affine_shift: str = "latent",
-        identity_init: bool = False,
+        identity_init: bool = True,
     ) -> None:
         layers: list[Transform] = []
         for i in range(num_layers):

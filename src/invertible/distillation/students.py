@@ -119,11 +119,12 @@ def init_data_scale(student: Flow, data: Tensor, *, robust: bool = False) -> Flo
         >>> bool((x.mean(0) - 2.0).abs().max() < 0.02), bool((x.std(0) - 0.1).abs().max() < 0.02)
         (True, True)
     """
-    layer = _last(student)
+    layers = autoregressive_layers(student)
+    layer = layers[-1] if layers else None
     if not isinstance(layer, AffineAutoregressive) or type(layer.elementwise) is not Affine:
         raise ValueError(
-            "init_data_scale: the student's last transform must be an AffineAutoregressive "
-            "layer with the Affine map (an IAF preset without gating)"
+            "init_data_scale: the student's autoregressive layer next to x must be an "
+            "AffineAutoregressive layer with the Affine map (an IAF preset without gating)"
         )
     out = layer.made.layers[-1]
     bias = out.bias.view(layer.features, -1)
@@ -148,13 +149,6 @@ def init_data_scale(student: Flow, data: Tensor, *, robust: bool = False) -> Flo
     per_unit = layer.elementwise(zeros, unit)[0][0]
     bias[:, 0] = center / per_unit
     return student
-
-
-def _last(flow: Flow) -> torch.nn.Module:
-    transform = flow.transform
-    while hasattr(transform, "transforms"):
-        transform = transform.transforms[-1]
-    return transform
 
 
 def make_wavenet_student(

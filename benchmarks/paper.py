@@ -220,7 +220,7 @@ def run_short(args: argparse.Namespace) -> int:
     """The budget-limited comparison (``python -m benchmarks paper`` without ``--long``)."""
     from invertible.data import load_dataset
     from invertible.evaluation import evaluate
-    from invertible.training import fit
+    from invertible.training import fit, resolve_precision
 
     torch.set_num_threads(args.threads)
     out = Path(args.out or DEFAULT_OUT)
@@ -274,6 +274,7 @@ def run_short(args: argparse.Namespace) -> int:
             "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
             "threads": args.threads,
+            "precision": resolve_precision(args.precision, "cpu"),
             "torch": torch.__version__,
         },
     }
@@ -297,6 +298,7 @@ def run_short(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
             val_max_rows=None,
             seed=args.seed,
+            precision=args.precision,
             progress=False,
         )
         ev = evaluate(flow, data, split="test")
@@ -364,6 +366,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--n-test", type=int, default=None, help="50,000 (--long: 250,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="fit's training precision (auto: bf16 where its products are fast, else fp32)",
+    )
     parser.add_argument("--data-dir", default=DATA_DIR)
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
     parser.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_OUT})")

@@ -104,7 +104,10 @@ def long_settings(args: argparse.Namespace, n_train: int) -> dict[str, Any]:
 
 
 def hardware(args: argparse.Namespace) -> dict[str, Any]:
-    """The machine of this invocation."""
+    """The machine of this invocation and the precision its steps ran in."""
+    from invertible.training import resolve_precision
+
+    precision = resolve_precision(args.precision, args.device)
     device = str(args.device)
     if device.startswith("cuda") and torch.cuda.is_available():
         device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
@@ -113,6 +116,7 @@ def hardware(args: argparse.Namespace) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "threads": args.threads,
+        "precision": precision,
         "torch": torch.__version__,
     }
 
@@ -229,6 +233,7 @@ def _fit(
         val_max_rows=None,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         progress=False,
         **run,
     )
@@ -416,6 +421,7 @@ def _hardware_line(record: dict[str, Any]) -> str:
             "not recorded (killed invocations)"
             if hw is None
             else f"{hw['device']} ({hw['processor']}, {hw['cpus']} CPUs), {hw['threads']} thread(s)"
+            + (f", {hw['precision']}" if "precision" in hw else "")
         )
         seconds[name] = seconds.get(name, 0.0) + inv["train_s"]
     return "; ".join(f"{name}: {_duration(t)}" for name, t in seconds.items())

@@ -185,8 +185,49 @@ def test_cpu_probe_measures_a_ratio_and_caches_it() -> None:
     ratio = cpu_bf16_speedup(torch.get_num_threads())
     assert math.isfinite(ratio) and ratio > 0
     assert cpu_bf16_speedup(torch.get_num_threads()) == ratio  # measured once per process
-    assert REAL_FAST_BF16("cpu") == (ratio >= precision_module.AUTO_BF16_SPEEDUP)
+    native = precision_module.cpu_bf16_flags()
+    fast = ratio >= precision_module.AUTO_BF16_SPEEDUP if native is None else native
+    assert REAL_FAST_BF16("cpu") == fast
     assert REAL_FAST_BF16("meta") is False
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_tile amx_bf16\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n", False),
+        ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", None),  # ARM: the probe decides
+    ],
+)
+def test_cpu_flags_decide_native_bf16_on_linux_x86(
+    text: str, expected: bool | None, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(precision_module.platform, "system", lambda: "Linux")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert precision_module.cpu_bf16_flags(str(cpuinfo)) is expected
+    assert precision_module.cpu_bf16_flags(str(tmp_path / "missing")) is None
+
+
+def test_a_resumed_run_keeps_the_precision_auto_chose_at_its_start(
+    tmp_path: Path, monkeypatch
+) -> None:
+    data = _vectors(6)
+    monkeypatch.setattr(precision_module, "fast_bf16", lambda device: True)
+    torch.manual_seed(0)
+    first = fit(FLOWS["realnvp"](), data, steps=4, eval_every=2, out_dir=tmp_path, progress=False)
+    assert first.precision == "bf16"
+    monkeypatch.setattr(precision_module, "fast_bf16", lambda device: False)
+    torch.manual_seed(0)
+    resumed = fit(
+        FLOWS["realnvp"](), data, steps=6, eval_every=2, out_dir=tmp_path, resume=True,
+        progress=False,
+    )  # fmt: skip
+    assert resumed.steps == 6 and resumed.precision == "bf16"
+    torch.manual_seed(0)
+    fresh = fit(FLOWS["realnvp"](), data, steps=2, progress=False)
+    assert fresh.precision == "fp32"  # a new run resolves "auto" anew
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -522,6 +522,7 @@ class Trainer:
             "history": self.history,
             "data": self._data_fingerprint(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "precision": self.precision,
         }
 
     def _data_fingerprint(self) -> dict[str, Any] | None:
@@ -608,6 +609,8 @@ class Trainer:
         self.loss_sum = float(loop["loss_sum"])
         self.loss_count = int(loop["loss_count"])
         self.history = list(loop["history"])
+        if self.config.precision == "auto" and loop.get("precision") in ("fp32", "bf16"):
+            self.precision = loop["precision"]  # "auto" resolved when the run started
         if self.scaler is not None and loop.get("scaler"):
             self.scaler.load_state_dict(loop["scaler"])
 

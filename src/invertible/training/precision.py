@@ -11,9 +11,11 @@ optimizer step run outside autocast, on float32 parameters and gradients.
 
 ``"auto"``, the default of :func:`~invertible.fit`, :func:`~invertible.distill` and the
 command line, is ``"bf16"`` where bf16 matrix products are fast and ``"fp32"`` elsewhere
-(:func:`resolve_precision`): a CUDA device of compute capability 8.0 or more, or a CPU whose
-bf16 products measure at least :data:`AUTO_BF16_SPEEDUP` times its float32 ones (AVX-512
-BF16 or AMX; CPUs without them emulate bf16 far below float32 speed). Where bf16 is fast it
+(:func:`resolve_precision`): a CUDA device of compute capability 8.0 or more, or a CPU with
+native bf16 products (AVX-512 BF16 or AMX, read from the CPU's feature flags; CPUs without
+them emulate bf16 far below float32 speed). Where the flags are not readable (not Linux on
+x86) a timing probe decides: bf16 products at least :data:`AUTO_BF16_SPEEDUP` times as fast
+as float32 ones. A resumed run keeps the precision it started in. Where bf16 is fast it
 was measured to be as good at equal steps and better at equal wall clock
 (``python -m benchmarks precision``: MAF and RealNVP on gmm8, patches and BSDS300, 3 seeds);
 where it is slow, "auto" keeps float32.
@@ -37,7 +39,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
+import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -45,10 +50,12 @@ from invertible.tensors import AUTOCAST_DEVICES, full_precision
 
 __all__ = [
     "AUTO_BF16_SPEEDUP",
+    "BF16_CPU_FLAGS",
     "PRECISIONS",
     "autocast",
     "autocast_dtype",
     "check_precision",
+    "cpu_bf16_flags",
     "fast_bf16",
     "full_precision",
     "make_scaler",
@@ -126,28 +133,56 @@ def fast_bf16(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
+        native = cpu_bf16_flags()
+        if native is not None:
+            return native
         return cpu_bf16_speedup(torch.get_num_threads()) >= AUTO_BF16_SPEEDUP
     return False
 
 
+#: x86 feature flags of native bf16 matrix products (AVX-512 BF16, AMX).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
 @functools.cache
-def cpu_bf16_speedup(threads: int, size: int = 256, repeats: int = 3) -> float:
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the x86 CPU advertises native bf16 products (:data:`BF16_CPU_FLAGS`) in
+    Linux's ``cpuinfo``; ``None`` where that does not say (another OS or architecture).
+
+    Read, not timed: a timing probe on a busy machine measured anything from 2 to 150 on
+    one CPU, so "auto" could resolve differently in two processes of the same run.
+    """
+    path = Path(cpuinfo)
+    if platform.system() != "Linux" or not path.is_file():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return not BF16_CPU_FLAGS.isdisjoint(value.split())
+    return None  # no x86 "flags" line: ARM and others list "Features"
+
+
+@functools.cache
+def cpu_bf16_speedup(threads: int, size: int = 512, repeats: int = 9) -> float:
     """Measured time of a float32 ``size``-square matrix product over that of a bf16 one on
-    the CPU (best of ``repeats``), with ``threads`` torch threads (the cache key).
+    the CPU, with ``threads`` torch threads (the cache key): the median over ``repeats``
+    back-to-back pairs, so that a pause of the process spoils one pair, not the figure.
     """
     del threads  # the cache key: torch uses the current thread count
-
-    def best(dtype: torch.dtype) -> float:
-        a = torch.randn(size, size).to(dtype)
+    operands = {
+        dtype: torch.randn(size, size).to(dtype) for dtype in (torch.float32, torch.bfloat16)
+    }
+    for a in operands.values():
         torch.mm(a, a)  # warm-up: kernel selection and first-touch allocation
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.mm(a, a)
-            times.append(time.perf_counter() - start)
-        return min(times)
 
-    return best(torch.float32) / max(best(torch.bfloat16), 1e-9)
+    def seconds(a: torch.Tensor) -> float:
+        start = time.perf_counter()
+        torch.mm(a, a)
+        return max(time.perf_counter() - start, 1e-9)
+
+    return statistics.median(
+        seconds(operands[torch.float32]) / seconds(operands[torch.bfloat16]) for _ in range(repeats)
+    )
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

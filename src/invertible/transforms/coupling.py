@@ -63,6 +63,20 @@ def _as_slice(index: Tensor) -> slice | None:
     return slice(values[0], values[-1] + 1, step)
 
 
+def _interleave(even: Tensor, odd: Tensor) -> Tensor:
+    """Columns ``even`` at 0, 2, 4, ... and ``odd`` at 1, 3, ... (``even`` has as many or
+    one more): one ``stack``, whose backward hands out strided views of the gradient,
+    where slice assignments into an empty tensor would zero-fill and copy it twice.
+
+    Example:
+        >>> _interleave(torch.tensor([[0, 2, 4]]), torch.tensor([[1, 3]]))
+        tensor([[0, 1, 2, 3, 4]])
+    """
+    n = odd.shape[1]
+    pairs = torch.stack([even[:, :n], odd], dim=2).flatten(1)
+    return pairs if even.shape[1] == n else torch.cat([pairs, even[:, n:]], dim=1)
+
+
 class Coupling(Transform):
     r"""Generic coupling layer: x_I2 = g(z_I2; θ(z_I1, context)), x_I1 = z_I1.
 
@@ -163,6 +177,9 @@ class Coupling(Transform):
         if kept_slice.step == 1 and changed_slice.step == 1:  # two contiguous halves
             pieces = [kept, changed] if kept_slice.start == 0 else [changed, kept]
             return torch.cat(pieces, dim=1), ladj.sum(dim=1)
+        if kept_slice.step == 2 and kept_slice.start + changed_slice.start == 1:  # alternating
+            pieces = (kept, changed) if kept_slice.start == 0 else (changed, kept)
+            return _interleave(*pieces), ladj.sum(dim=1)
         out = values.new_empty(values.shape)
         out[:, kept_slice] = kept
         out[:, changed_slice] = changed

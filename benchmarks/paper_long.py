@@ -103,11 +103,8 @@ def long_settings(args: argparse.Namespace, n_train: int) -> dict[str, Any]:
     }
 
 
-def hardware(args: argparse.Namespace) -> dict[str, Any]:
-    """The machine of this invocation and the precision its steps ran in."""
-    from invertible.training import resolve_precision
-
-    precision = resolve_precision(args.precision, args.device)
+def hardware(args: argparse.Namespace, precision: str) -> dict[str, Any]:
+    """The machine of this invocation and ``precision``, the one its steps ran in."""
     device = str(args.device)
     if device.startswith("cuda") and torch.cuda.is_available():
         device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
@@ -331,7 +328,7 @@ def train_model(
         "started": started,
         "train_s": tr.train_time - saved["train_time"],
         "steps": tr.steps - saved["step"],
-        "hardware": hardware(args),
+        "hardware": hardware(args, tr.precision),
     }
     old = _read_json(model_dir / RESULT_FILE) if resume else None
     record["invocations"] = _invocations(old, saved, now)

@@ -1,4 +1,4 @@
-"""Coupling layers: the strided fast paths agree with the general index path."""
+"""Coupling layers: the split/merge fast paths agree with the general index path."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import invertible as inv
 @pytest.mark.parametrize("parity", [0, 1])
 @pytest.mark.parametrize("mask", ["alternating", "half"])
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
-def test_strided_split_and_merge_match_index_path(
+def test_fast_split_and_merge_match_index_path(
     features: int, parity: int, mask: str, direction: str
 ) -> None:
     torch.manual_seed(features + 10 * parity)
     layer = inv.AffineCoupling(
         features, mask=mask, parity=parity, hidden_features=(8,), identity_init=False
     )
-    assert layer._slices is not None  # the fast path is the one under test
+    assert layer._layout is not None  # the fast path is the one under test
     x = torch.randn(6, features, requires_grad=True)
     out, ladj = getattr(layer, direction)(x)
     grads = torch.autograd.grad((out * torch.arange(features)).sum() + ladj.sum(), x)
 
-    layer._slices = None  # the general path: index_select, cat and a gather
+    layer._layout = None  # the general path: index_select, cat and a gather
     x_ref = x.detach().clone().requires_grad_()
     out_ref, ladj_ref = getattr(layer, direction)(x_ref)
     grads_ref = torch.autograd.grad(

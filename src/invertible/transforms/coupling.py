@@ -52,15 +52,20 @@ def coupling_mask(
     return ~mask if parity % 2 else mask
 
 
-def _as_slice(index: Tensor) -> slice | None:
-    """``index`` (sorted, non-empty) as an equivalent slice, if it is evenly spaced."""
-    values = index.tolist()
-    if not values:
-        return None
-    step = values[1] - values[0] if len(values) > 1 else 1
-    if step <= 0 or values != list(range(values[0], values[-1] + 1, step)):
-        return None
-    return slice(values[0], values[-1] + 1, step)
+def _layout(kept: list[int], features: int) -> tuple[str, bool] | None:
+    """``("halves" | "alternating", kept_first)`` for a kept set that is a contiguous
+    prefix/suffix or the even/odd coordinates, else ``None``.
+
+    Example:
+        >>> _layout([0, 2, 4], 5), _layout([2, 3], 4), _layout([0, 3], 4)
+        (('alternating', True), ('halves', False), None)
+    """
+    first = kept[0] == 0
+    if kept == list(range(1 - first, features, 2)):
+        return "alternating", first
+    if kept == list(range(kept[0], kept[0] + len(kept))) and (first or kept[-1] == features - 1):
+        return "halves", first
+    return None
 
 
 def _interleave(even: Tensor, odd: Tensor) -> Tensor:
@@ -147,7 +152,7 @@ class Coupling(Transform):
         self.register_buffer("changed", changed)
         # Position of every coordinate in cat([kept, changed]): undoes the split in one gather.
         self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
-        self._refresh_slices()
+        self._refresh_layout()
         self.register_load_state_dict_post_hook(self._after_load)
         self.elementwise = elementwise
         self.net = net or MLP(
@@ -158,19 +163,18 @@ class Coupling(Transform):
             zero_init=identity_init,
         )
 
-    def _refresh_slices(self) -> None:
-        # Alternating and half masks select evenly spaced coordinates: split with strided
-        # views and merge with two strided copies (or one ``cat``), instead of two
-        # ``index_select`` and a gather (whose backward is a slow ``scatter_add``).
-        self._slices: tuple[slice, slice] | None = None
+    def _refresh_layout(self) -> None:
+        # Half and alternating masks split with ``split``/``unbind`` and merge with
+        # ``cat``/``stack``, whose backward passes hand each part its piece of one gradient
+        # (a slice's backward zero-fills a full-width gradient per part, the largest cost of
+        # a step at D = 784); other masks take two ``index_select`` and a gather.
+        self._layout: tuple[str, bool] | None = None
         if self.kept.device.type != "meta":
-            kept, changed = _as_slice(self.kept), _as_slice(self.changed)
-            if kept is not None and changed is not None:
-                self._slices = (kept, changed)
+            self._layout = _layout(self.kept.tolist(), self.mask.numel())
 
     def _after_load(self, module: nn.Module, incompatible_keys: object) -> None:
         """Load-state-dict post hook (a method, so the layer pickles)."""
-        self._refresh_slices()
+        self._refresh_layout()
 
     def _params(self, kept: Tensor, context: Tensor | None) -> Tensor:
         # Under autocast the conditioner runs in low precision; the elementwise map and its
@@ -182,38 +186,23 @@ class Coupling(Transform):
         self, values: Tensor, context: Tensor | None, *, inverse: bool
     ) -> tuple[Tensor, Tensor]:
         step = self.elementwise.inverse if inverse else self.elementwise.forward
-        if self._slices is None or values.dim() != 2:
+        if self._layout is None or values.dim() != 2:
             kept = values.index_select(1, self.kept)
             changed = values.index_select(1, self.changed)
             changed, ladj = step(changed, self._params(kept, context))
             out = torch.cat([kept, changed], dim=1).index_select(1, self.merge)
             return out, ladj.sum(dim=1)
-        kept_slice, changed_slice = self._slices
-        halves = kept_slice.step == 1 and changed_slice.step == 1
-        alternating = kept_slice.step == 2 and kept_slice.start + changed_slice.start == 1
-        # Split with ``split``/``unbind`` and merge with ``cat``/``stack``: their backward
-        # passes hand each part its piece of one gradient, where the backward of a slice
-        # zero-fills a full-width gradient per part (the largest cost of the step at D = 784).
-        kept_first = kept_slice.start == 0
-        if halves:
-            first = (kept_slice if kept_first else changed_slice).stop
+        kind, kept_first = self._layout
+        if kind == "halves":
+            first = len(self.kept if kept_first else self.changed)
             parts = values.split([first, values.shape[1] - first], dim=1)
-        elif alternating:
-            parts = _deinterleave(values)
         else:
-            parts = (values[:, kept_slice], values[:, changed_slice])
-            kept_first = True
+            parts = _deinterleave(values)
         kept, changed = parts if kept_first else parts[::-1]
         kept = kept.contiguous()  # once, instead of inside every product that uses it
         changed, ladj = step(changed, self._params(kept, context))
-        pieces = (kept, changed) if kept_slice.start == 0 else (changed, kept)
-        if halves:
-            return torch.cat(pieces, dim=1), ladj.sum(dim=1)
-        if alternating:
-            return _interleave(*pieces), ladj.sum(dim=1)
-        out = values.new_empty(values.shape)
-        out[:, kept_slice] = kept
-        out[:, changed_slice] = changed
+        pieces = (kept, changed) if kept_first else (changed, kept)
+        out = torch.cat(pieces, dim=1) if kind == "halves" else _interleave(*pieces)
         return out, ladj.sum(dim=1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

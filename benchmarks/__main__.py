@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "benchmarks.quality",
     "benchmarks.paper",
     "benchmarks.precision",
+    "benchmarks.distill_main",
 )
 
 

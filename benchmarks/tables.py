@@ -19,7 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import audio, distill, harness, paper, paper_long, precision, quality, steps
+from benchmarks import (
+    audio,
+    distill,
+    distill_main,
+    harness,
+    paper,
+    paper_long,
+    precision,
+    quality,
+    steps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -40,6 +50,7 @@ python -m benchmarks precision           # bf16 against fp32: equal steps, equal
 python -m benchmarks paper               # BSDS300 next to the MAF paper's table
 python -m benchmarks paper --long --minutes 120 --resume   # the paper's setting, resumable
 python -m benchmarks.distill --out DIR   # the three distillation losses
+python -m benchmarks distill-main --teacher T --variants kl contrast-5 --seeds 0 1 2  # student
 python -m benchmarks.images --minutes 15 --parallel --out DIR   # Fashion-MNIST bits/dim
 python -m benchmarks.audio --part teacher --threads 2 --budget-minutes 8   # speech teacher
 python -m benchmarks.audio --part speech --threads 2 --budget-minutes 30   # teacher + student
@@ -90,6 +101,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("paper/paper.json", paper.markdown),
     ("paper/long.json", paper_long.markdown),
     ("distill/results.json", distill.markdown),
+    ("distill-main/results.json", distill_main.markdown),
     ("images/summary.json", _images),
     ("audio/results.json", audio.markdown),
     ("speech/results.json", audio.speech_markdown),

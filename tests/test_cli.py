@@ -249,8 +249,9 @@ def test_existing_run_not_overwritten(trained) -> None:
     assert (out / "model" / "model.safetensors").read_bytes() == before
 
 
-def test_distill_from_a_teacher_checkpoint(tmp_path: Path) -> None:
-    """train a MAF teacher → distill an IAF student with the data term → eval the student."""
+@pytest.mark.parametrize("anchor", ["likelihood", "contrast"])
+def test_distill_from_a_teacher_checkpoint(tmp_path: Path, anchor: str) -> None:
+    """train a MAF teacher → distill an IAF student with a data term → eval the student."""
     teacher = tmp_path / "maf"
     result = invoke(
         "train", "--model", "maf", "--data", "moons", "--steps", "40", "--batch-size", "128",
@@ -261,12 +262,13 @@ def test_distill_from_a_teacher_checkpoint(tmp_path: Path) -> None:
     result = invoke(
         "distill", "--teacher", teacher / "model", "--out", out, "--steps", "15",
         "--layers", "2", "--hidden", "8", "--batch-size", "64", "--loss", "mc",
-        "--data-anchor", "0.5", "--anchor-every", "3", "--no-progress",
+        "--data-anchor", "0.5", "--anchor", anchor, "--anchor-every", "3", "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "student test log-likelihood" in result.output
     summary = json.loads((out / "results.json").read_text())
     assert summary["distill"]["data_anchor"] == 0.5
+    assert summary["distill"]["anchor"] == anchor
     assert summary["distill"]["anchor_every"] == 3
     assert np.isfinite(summary["student_test"]["log_prob"])
     assert (out / "distill_kl.png").exists()
@@ -276,4 +278,8 @@ def test_distill_from_a_teacher_checkpoint(tmp_path: Path) -> None:
     result = invoke("distill", "--teacher", teacher / "model", "--out", tmp_path / "bad",
                     "--data-anchor", "-1")  # fmt: skip
     assert_clean_error(result, "data-anchor")
+    assert not (tmp_path / "bad").exists()
+    result = invoke("distill", "--teacher", teacher / "model", "--out", tmp_path / "bad",
+                    "--data-anchor", "1", "--anchor", "radial")  # fmt: skip
+    assert_clean_error(result, "unknown --anchor 'radial'")
     assert not (tmp_path / "bad").exists()

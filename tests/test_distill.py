@@ -19,7 +19,7 @@ from invertible.distillation import (
     init_data_scale,
     make_student,
 )
-from invertible.distillation.losses import anchor_term
+from invertible.distillation.losses import ContrastTarget, anchor_term
 from invertible.evaluation import mmd_test
 
 BOUND = 5.0  # the presets' default log_scale_bound: alpha = BOUND * tanh(raw / BOUND)
@@ -303,3 +303,43 @@ def test_teacher_latent_term_is_zero_at_the_teacher_and_trains_towards_it() -> N
     )  # fmt: skip
     assert result.history["anchor"][-1] < 0.01 * result.history["anchor"][0]
     assert result.final("kl") < 0.05
+
+
+def test_contrast_target_quantiles_and_gap() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(20000, 6)
+    target = ContrastTarget(data)
+    assert float(target.gap(torch.randn(2000, 6))) < 5e-3  # same distribution
+    scaled = float(target.gap(0.5 * data + 0.5 * target.center.float()))
+    assert scaled == pytest.approx(math.log(2) ** 2, rel=1e-2)  # (ln g)² for a gain g
+    # the quantiles interpolate the order statistics at (k - 1/2)/n
+    q = target.quantiles(4)
+    expected = torch.quantile(target.sorted, torch.tensor([0.125, 0.375, 0.625, 0.875]).double())
+    assert torch.allclose(q, expected)
+    x = torch.randn(64, 6, requires_grad=True)
+    target.gap(x).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        ContrastTarget(data[:1])
+
+
+def test_contrast_term_spreads_the_student_over_a_scale_mixture() -> None:
+    # Data: a scale mixture (half at scale 0.1, half at 3); the student is one ActNorm, so
+    # no single scale matches it; the term pulls the student's log-norm distribution to the
+    # data's median contrast band, and the anchor history falls.
+    torch.manual_seed(0)
+    scales = torch.where(torch.rand(4000, 1) < 0.5, 0.1, 3.0)
+    data = torch.randn(4000, 4) * scales
+    teacher = invertible.Flow(invertible.ActNorm(4), invertible.StandardNormal(4))
+    student = invertible.Flow(invertible.ActNorm(4), invertible.StandardNormal(4))
+    with torch.no_grad():
+        student.transform.log_scale.fill_(math.log(20.0))
+    result = invertible.distill(
+        teacher, student, steps=200, lr=0.05, data_anchor=10.0, data=data, anchor="contrast",
+        progress=False,
+    )  # fmt: skip
+    assert result.config["anchor"] == "contrast"
+    assert result.history["anchor"][-1] < 0.2 * result.history["anchor"][0]
+    with pytest.raises(ValueError, match="unknown data term 'radial'"):
+        invertible.distill(teacher, student, steps=1, data_anchor=1.0, data=data,
+                           anchor="radial", progress=False)  # fmt: skip

@@ -92,7 +92,9 @@ def test_distillation_stays_inside_its_share_when_the_machine_slows_down(
     cap = train_seconds(seconds_left, tiny=True)
     assert student is not None and seen["max_time"] == pytest.approx(cap)
     assert report.rows[-1].train_time < cap + 0.5  # at most the step running at the cap
-    assert {k: seen[k] for k in OPTIONS} == OPTIONS and not seen.get("data_anchor")
+    assert {k: seen[k] for k in OPTIONS} == OPTIONS
+    assert seen["anchor"] == "contrast" and seen["data_anchor"] > 0
+    assert torch.equal(seen["data"], torch.as_tensor(data.train))  # the contrast of train rows
     expected = torch.as_tensor(data.train).std(0)
     assert torch.allclose(seen["start_std"], expected, rtol=0.1)
-    assert "KL(S‖T) only" in report.rows[-1].note
+    assert "the contrast term" in report.rows[-1].note

@@ -316,6 +316,7 @@ def distill_job(
     lr: float = 1e-3,
     same_ordering: bool = False,
     data_anchor: float = 0.0,
+    anchor: str = "likelihood",
     anchor_every: int = 1,
     anchor_batch_size: int = 64,
     seed: int = 0,
@@ -328,8 +329,9 @@ def distill_job(
     """Distil the teacher checkpoint ``teacher`` into an IAF student saved to ``out/model``.
 
     Loads the teacher and its dataset, trains the student on KL(student ‖ teacher) (plus
-    the student's exact negative log-likelihood of training rows with weight
-    ``data_anchor``), evaluates both exactly on the test split, and saves the student once
+    the data term ``anchor`` on the training rows with weight ``data_anchor``: by default
+    the student's exact negative log-likelihood, sequential; ``"contrast"`` is the parallel
+    one the main job uses), evaluates both exactly on the test split, and saves the student once
     with ``out/results.json``. See :func:`invertible.distill` for the options
     (``precision``: of the training steps, ``"auto"``, ``"fp32"``, ``"bf16"`` or
     ``"fp16"``). An ``out``
@@ -352,17 +354,18 @@ def distill_job(
     else:
         student = IAF(teacher_flow.features, num_layers=layers, hidden_features=hidden_features)
     student.to(torch.device(device))
-    anchor: dict[str, Any] = {}
-    if data_anchor > 0:  # the student's exact likelihood of real rows (sequential inverse)
-        anchor = {
+    data_term: dict[str, Any] = {}
+    if data_anchor > 0:
+        data_term = {
             "data_anchor": data_anchor,
             "data": torch.as_tensor(dataset.train),
+            "anchor": anchor,
             "anchor_every": anchor_every,
             "anchor_batch_size": anchor_batch_size,
         }
     result = distill(
         teacher_flow, student, steps=steps, batch_size=batch_size, loss=loss, lr=lr,
-        progress=progress, seed=seed, precision=precision, **anchor,
+        progress=progress, seed=seed, precision=precision, **data_term,
     )  # fmt: skip
     check_distill_converged(result, lr)
     test = evaluate(student, dataset)

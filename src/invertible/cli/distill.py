@@ -5,7 +5,7 @@ Example::
 
     invertible distill --teacher runs/maf/model --data patches --out runs/iaf \
         --steps 3000 --loss analytic-entropy --layers 5 --hidden 512 --hidden 512 \
-        --data-anchor 1.0
+        --data-anchor 10 --anchor contrast
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from invertible.cli.common import CLIError, check_device, check_writable
-from invertible.distillation import LOSSES
+from invertible.distillation import ANCHORS, LOSSES
 from invertible.jobs import distill_job
 from invertible.reports.plots import kl_curve_figure
 from invertible.training import check_precision
@@ -55,11 +55,15 @@ def distill_command(
     ] = False,
     data_anchor: Annotated[
         float,
-        typer.Option(
-            help="weight of the data term: the student's exact negative log-likelihood of "
-            "training rows (0: KL only)"
-        ),
+        typer.Option(help="weight of the data term on training rows (--anchor; 0: KL only)"),
     ] = 0.0,
+    anchor: Annotated[
+        str,
+        typer.Option(
+            help="the data term: likelihood (exact, sequential), contrast (the samples' "
+            "spread of contrast matched to the data's; parallel), moments or teacher-latent"
+        ),
+    ] = "likelihood",
     anchor_every: Annotated[int, typer.Option(help="add the data term every N steps")] = 1,
     anchor_batch_size: Annotated[int, typer.Option(help="training rows per data term")] = 64,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -85,6 +89,8 @@ def distill_command(
     """
     if loss not in LOSSES:
         raise CLIError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if anchor not in ANCHORS:
+        raise CLIError(f"unknown --anchor {anchor!r}; choose one of {', '.join(ANCHORS)}")
     if data_anchor < 0 or anchor_every < 1 or anchor_batch_size < 1:
         raise CLIError(
             "--data-anchor must be >= 0 and --anchor-every, --anchor-batch-size >= 1; got "
@@ -105,7 +111,8 @@ def distill_command(
     job = distill_job(
         teacher, out, data=data, steps=steps, loss=loss, layers=layers,
         hidden=tuple(hidden or (512, 512)), batch_size=batch_size, lr=lr,
-        same_ordering=same_ordering, data_anchor=data_anchor, anchor_every=anchor_every,
+        same_ordering=same_ordering, data_anchor=data_anchor, anchor=anchor,
+        anchor_every=anchor_every,
         anchor_batch_size=anchor_batch_size, seed=seed, data_dir=data_dir, device=device,
         progress=progress, overwrite=overwrite, precision=precision,
     )  # fmt: skip

@@ -15,7 +15,9 @@
 from invertible.distillation.compare import evaluate_student
 from invertible.distillation.diagnostics import gradient_variance
 from invertible.distillation.losses import (
+    ANCHORS,
     LOSSES,
+    ContrastTarget,
     DistillationLoss,
     check_closed_form,
     distillation_losses,
@@ -39,9 +41,11 @@ from invertible.distillation.students import (
 )
 
 __all__ = [
+    "ANCHORS",
     "LOSSES",
     "SEQUENCE_LOSSES",
     "WAVENET_STUDENT_SIZES",
+    "ContrastTarget",
     "DistillResult",
     "DistillationLoss",
     "SequenceDistillationLoss",

@@ -170,8 +170,11 @@ def distill(
             its sequential inverse: slow, D passes per IAF layer), ``"moments"`` (squared
             gap between the mean and covariance of the student's samples and of the data)
             or ``"teacher-latent"`` (‖T⁻¹(S(u)) − u‖² with u = T⁻¹(data): the student's
-            map regressed onto the teacher's, parallel; see
-            :func:`~invertible.distillation.losses.anchor_term`).
+            map regressed onto the teacher's, parallel) or ``"contrast"`` (the
+            distribution of the samples' log-norms log ‖x − m‖ matched to the data's,
+            parallel and nearly free: a power loss for scale mixtures such as image patches,
+            :class:`~invertible.distillation.losses.ContrastTarget`); see
+            :func:`~invertible.distillation.losses.anchor_term`.
         anchor_batch_size: data rows per step for the data term.
         anchor_every: add the data term on every ``anchor_every``-th step only (its weight
             multiplied by ``anchor_every``, so the average weight stays ``data_anchor``):

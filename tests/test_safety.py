@@ -450,7 +450,14 @@ def test_ctrl_c_during_train_prints_the_resume_command(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "invertible", "train", "--model", "maf", "--data", "moons",
            "--steps", "100000", "--eval-every", "20", "--out", str(out), *TINY]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # A shell that starts a job in the background (``cmd &``) ignores SIGINT for it, and
+    # Python keeps an inherited SIG_IGN: give the child the default handler back.
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         while not (out / "training" / "config.json").is_file():

@@ -54,8 +54,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "contrast-10": {"data_anchor": 10.0, "anchor": "contrast"},
     "contrast-30": {"data_anchor": 30.0, "anchor": "contrast"},
     "contrast-100": {"data_anchor": 100.0, "anchor": "contrast"},
+    "contrast-5-bound-2": {
+        "data_anchor": 5.0,
+        "anchor": "contrast",
+        "student": {"log_scale_bound": 2.0},
+    },
     "latent-0.1": {"data_anchor": 0.1, "anchor": "teacher-latent", "anchor_batch_size": 128},
 }
+"""A ``"student"`` entry overrides the main job's student arguments
+(:data:`~invertible.reports.distillation.STUDENT`)."""
 
 
 def run_variant(
@@ -63,9 +70,10 @@ def run_variant(
 ) -> dict[str, Any]:
     """Distil one student with variant ``name`` for ``seconds``; measure it."""
     options = {**OPTIONS, "data_anchor": None, **VARIANTS[name]}
+    sizes = {**STUDENT, **options.pop("student", {})}
     if options["data_anchor"]:
         options["data"] = torch.as_tensor(data.train)
-    student = invertible.IAF(data.features, seed=seed, **STUDENT)
+    student = invertible.IAF(data.features, seed=seed, **sizes)
     init_data_scale(student, torch.as_tensor(data.train))
     result = distill(
         teacher, student, **options, max_time=seconds, progress=False, seed=seed
@@ -82,6 +90,7 @@ def run_variant(
         "name": name,
         "seed": seed,
         "options": {k: v for k, v in options.items() if k != "data"},
+        "student": sizes,
         "seconds": seconds,
         "steps": len(result.history["kl"]),
         "train_s": result.wall_time,

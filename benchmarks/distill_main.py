@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,10 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
     def stat(values: list[float], digits: int) -> str:
-        mean = sum(values) / len(values)
+        mean = statistics.fmean(values)
         if len(values) < 2:
             return f"{mean:.{digits}f}"
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+        return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
     for name in dict.fromkeys(r["name"] for r in rows):
         group = [r for r in rows if r["name"] == name]

@@ -413,6 +413,8 @@ class MADE(nn.Module):
         if method not in ("incremental", "naive"):
             raise ValueError(f"method: expected 'incremental' or 'naive', got {method!r}")
         run = self._autoregress_naive if method == "naive" else self._autoregress_incremental
+        if method == "incremental" and self.num_blocks == 0 and not torch.is_grad_enabled():
+            run = self._autoregress_transposed
         device = like.device.type
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             # The sequential pass accumulates in place, in the parameters' precision (its D
@@ -507,8 +509,6 @@ class MADE(nn.Module):
     ) -> tuple[Tensor, list[Any]]:
         # One function on purpose: the D-step loop is the hot path of sampling, and local
         # closures over the accumulators avoid attribute look-ups and calls per step.
-        if self.num_blocks == 0 and not torch.is_grad_enabled():
-            return self._autoregress_transposed(step, batch, context, like)
         D, P = self.features, self.num_params
         weights = self.weights()
         layers, act = self.layers, self.activation
@@ -528,9 +528,10 @@ class MADE(nn.Module):
             acc = [initial(0, ctx[0])]
             for b in range(self.num_blocks):
                 acc += [initial(1 + 2 * b, ctx[1 + b]), initial(2 + 2 * b, None)]
-        # Without autograd: the last hidden activations go to a buffer and each output is
-        # computed lazily from the finished prefix (cheaper than accumulating D*P outputs when
-        # D*P > width); with autograd: an output accumulator, updated out of place.
+        # Without autograd (residual MADEs here; plain ones run transposed): the last hidden
+        # activations go to a buffer and each output is computed lazily from the finished
+        # prefix (cheaper than accumulating D*P outputs when D*P > width); with autograd: an
+        # output accumulator, updated out of place.
         last = acc[0].new_zeros(batch, self.hidden_widths[-1]) if inplace else None
         acc_out = None if inplace else initial(len(layers) - 1, None)
 
@@ -560,9 +561,7 @@ class MADE(nn.Module):
                         acc[layer_index + 1] = add(
                             acc[layer_index + 1], h, weights[layer_index + 1], lo, hi, start
                         )
-                    elif inplace:
-                        last[:, lo:hi] = h
-                    else:
+                    else:  # with autograd (without it, plain MADEs run transposed)
                         acc_out = add(acc_out, h, weights[-1], lo, hi, 0)
                 return
             lo, hi = bounds[0][degree], bounds[0][degree + 1]

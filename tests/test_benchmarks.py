@@ -184,14 +184,17 @@ def test_distill_main_runs_variants_against_one_teacher_and_resumes(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "benchmarks", "distill-main", "--teacher",
-        str(tmp_path / "teacher"), "--variants", "kl", "contrast-5", "--seconds", "0.5",
+        str(tmp_path / "teacher"), "--variants", "kl", "contrast-5", "teacher-contrast-5",
+        "--seconds", "0.5", "--samples", "2000",
         "--out", str(tmp_path / "out"), "--resume",
     ]  # fmt: skip
     for _ in range(2):  # the second run finds both pairs done and adds nothing
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
     rows = [json.loads(line) for line in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
-    assert [r["name"] for r in rows] == ["kl", "contrast-5"]
+    assert [r["name"] for r in rows] == ["kl", "contrast-5", "teacher-contrast-5"]
     assert rows[0]["options"]["data_anchor"] is None and rows[0]["anchor_final"] is None
     assert rows[1]["options"]["anchor"] == "contrast" and rows[1]["anchor_final"] > 0
+    assert [r["contrast_source"] for r in rows] == ["data", "data", "teacher"]
+    assert all(0 < r["ratio_se"] < 0.1 for r in rows)
     assert "| contrast-5 | 0 |" in (tmp_path / "out" / "table.md").read_text()

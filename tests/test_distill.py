@@ -13,11 +13,13 @@ from invertible.distillation import (
     check_closed_form,
     distill,
     distillation_losses,
+    evaluate_student,
     frozen,
     gaussian_kl,
     gradient_variance,
     init_data_scale,
     make_student,
+    median_ratio,
 )
 from invertible.distillation.losses import ContrastTarget, anchor_term
 from invertible.evaluation import mmd_test
@@ -249,6 +251,39 @@ def test_distilled_student_passes_two_sample_test_against_teacher():
     _, p_untrained = mmd_test(untrained, reference, permutations=200, seed=0)
     assert p_untrained < 0.01  # the test has power: the untrained student fails it
     assert p_distilled > 0.05
+
+
+def test_median_ratio_matches_the_delta_method_standard_error() -> None:
+    g = torch.Generator().manual_seed(0)
+    n = 40_000
+    a, b = 3 + torch.randn(n, generator=g), 2 + torch.randn(n, generator=g)
+    ratio, se = median_ratio(a, b)
+    assert ratio == pytest.approx(float(a.median() / b.median()))
+    # median of N(m, 1): s.e. sqrt(pi / 2) / sqrt(n); the ratio's by the delta method
+    se_median = math.sqrt(math.pi / 2 / n)
+    expected = 1.5 * math.hypot(se_median / 3, se_median / 2)
+    assert se == pytest.approx(expected, rel=0.25)
+    _, se_small = median_ratio(a[:400], b[:400])
+    assert se_small / se == pytest.approx(10, rel=0.4)
+
+
+def test_evaluate_student_blocks_share_one_kernel_and_fall_back_to_one_block() -> None:
+    torch.manual_seed(0)
+    teacher = invertible.MAF(3, num_layers=2, hidden_features=(16, 16), batch_norm=False).eval()
+    student = invertible.IAF(3, num_layers=2, hidden_features=(16, 16)).eval()
+    with torch.no_grad():
+        test = teacher.sample(500)
+    options = {"n_samples": 600, "throughput_batch": 50, "repeats": 1, "mmd_rows": 100}
+    m = evaluate_student(teacher, student, test, mmd_blocks=4, **options)
+    assert m["teacher_ll_ratio"] == pytest.approx(
+        m["teacher_ll_student_samples_median"] / m["teacher_ll_teacher_samples_median"]
+    )
+    assert m["teacher_ll_ratio_se"] > 0
+    assert m["mmd_student_se"] > 0 and m["mmd_teacher_se"] > 0
+    # the teacher's own samples against test rows it drew itself: MMD² near zero
+    assert abs(m["mmd_teacher"]) < 3 * m["mmd_teacher_se"] + 1e-3
+    one = evaluate_student(teacher, student, test[:150], mmd_blocks=4, **options)
+    assert math.isnan(one["mmd_student_se"]) and 0 < one["mmd_student_p"] <= 1
 
 
 def test_anchor_every_adds_the_data_term_on_every_kth_step_only() -> None:

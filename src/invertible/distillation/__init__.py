@@ -8,11 +8,11 @@
 - :mod:`~invertible.distillation.run`: :func:`distill` and :class:`DistillResult`;
 - :mod:`~invertible.distillation.students`: :func:`make_student`, :func:`init_data_scale`,
   :func:`make_wavenet_student`;
-- :mod:`~invertible.distillation.compare`: :func:`evaluate_student`;
+- :mod:`~invertible.distillation.compare`: :func:`evaluate_student`, :func:`median_ratio`;
 - :mod:`~invertible.distillation.diagnostics`: :func:`gradient_variance`.
 """
 
-from invertible.distillation.compare import evaluate_student
+from invertible.distillation.compare import evaluate_student, median_ratio
 from invertible.distillation.diagnostics import gradient_variance
 from invertible.distillation.losses import (
     ANCHORS,
@@ -60,6 +60,7 @@ __all__ = [
     "init_data_scale",
     "make_student",
     "make_wavenet_student",
+    "median_ratio",
     "power_loss",
     "real_spectrum",
     "sequence_distillation_losses",

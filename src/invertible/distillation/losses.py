@@ -371,7 +371,10 @@ class ContrastTarget:
     once, not from a few per step (whose noise would bias the target).
 
     Args:
-        data: ``[N, ...]`` real rows (N ≥ 2).
+        data: ``[N, ...]`` rows (N ≥ 2) whose contrast the student should match: the
+            training rows, or samples of the teacher (then the student matches the
+            teacher's spread rather than the data's, and needs no data; see
+            docs/distillation.md).
 
     Example:
         >>> import torch

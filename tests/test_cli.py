@@ -283,3 +283,22 @@ def test_distill_from_a_teacher_checkpoint(tmp_path: Path, anchor: str) -> None:
                     "--data-anchor", "1", "--anchor", "radial")  # fmt: skip
     assert_clean_error(result, "unknown --anchor 'radial'")
     assert not (tmp_path / "bad").exists()
+
+
+def test_default_threads_leave_the_cores_other_processes_keep_busy(monkeypatch, capsys) -> None:
+    import torch
+
+    from invertible.cli import common
+
+    monkeypatch.setattr(common.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    torch.set_num_threads(2)
+    common.set_threads(None)  # one core busy: one thread, and a note that says why
+    assert torch.get_num_threads() == 1
+    assert "note: 1 torch thread(s), not 2" in capsys.readouterr().err
+    torch.set_num_threads(2)
+    common.set_threads(2)  # an explicit --threads wins
+    assert torch.get_num_threads() == 2
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    common.set_threads(None)  # idle: torch's default stays
+    assert torch.get_num_threads() == 2 and capsys.readouterr().err == ""

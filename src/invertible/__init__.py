@@ -6,19 +6,6 @@ Directions, once and for all: ``forward`` is the generative direction z → x (w
 shape ``[batch]`` for the direction that ran.
 """
 
-# The OpenMP setting below must precede the first import of torch.
-import os as _os
-import sys as _sys
-
-if "torch" not in _sys.modules:
-    # torch's OpenMP workers busy-wait between parallel regions. When another process holds
-    # one of the cores, a spinning worker keeps the core that a descheduled one needs, and
-    # every small op waits for a time slice: on 2 cores with one busy, 2 threads trained a
-    # MAF 40x and sampled it 70x slower than 1 thread. Passive waiting brings 2 threads back
-    # to the speed of 1 there. It only takes effect before torch loads its OpenMP runtime;
-    # a value already in the environment wins (docs: README, "Threads").
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import invertible.distill as _distill_module  # noqa: F401  (the deprecated module path)
 from invertible.checkpoint import load as load
 from invertible.checkpoint import save as save

@@ -215,12 +215,37 @@ def parse_options(options: list[str] | None) -> dict[str, Any]:
 
 
 def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` (``None``: leave torch's default)."""
+    """``torch.set_num_threads(threads)``; ``None``: torch's default less the cores that
+    other processes keep busy (:func:`free_cores`), with a note on stderr when that is fewer.
+
+    Why: torch's OpenMP workers busy-wait between parallel regions, so threads beyond the
+    idle cores wait for time slices on every small op. On a 2-core machine with one core
+    held by another process, 2 threads trained a MAF 40x and sampled it 70x slower than 1.
+    Passive waiting (``OMP_WAIT_POLICY=PASSIVE``) avoids that but cost 1.7-2.3x on the idle
+    machine, so the CLI chooses the thread count instead.
+    """
     if threads is None:
+        default = torch.get_num_threads()
+        free = free_cores()
+        if free is not None and free < default:
+            torch.set_num_threads(free)
+            print(f"note: {free} torch thread(s), not {default}: the load average says the "
+                  "other cores are busy (--threads to choose)", file=sys.stderr)  # fmt: skip
         return
     if threads < 1:
         raise CLIError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+def free_cores() -> int | None:
+    """Cores not kept busy by other processes: the CPU count less the rounded 1-minute load
+    average, at least 1 (``None`` where the load average is unavailable, e.g. Windows).
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return max(1, (os.cpu_count() or 1) - round(load))
 
 
 def join_torchrun(device: str | None) -> DistributedContext | None:

@@ -67,11 +67,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "student": {"log_scale_bound": 2.0},
     },
     "teacher-contrast-5": {"data_anchor": 5.0, "anchor": "contrast", "contrast_source": "teacher"},
-    "teacher-contrast-10": {
-        "data_anchor": 10.0,
-        "anchor": "contrast",
-        "contrast_source": "teacher",
-    },
     "latent-0.1": {"data_anchor": 0.1, "anchor": "teacher-latent", "anchor_batch_size": 128},
 }
 """A ``"student"`` entry overrides the main job's student arguments
@@ -91,12 +86,12 @@ def run_variant(
     options = {**OPTIONS, "data_anchor": None, **VARIANTS[name]}
     sizes = {**STUDENT, **options.pop("student", {})}
     source = options.pop("contrast_source", "data")
-    if options["data_anchor"]:
-        options["data"] = torch.as_tensor(data.train)
-    if source == "teacher":
+    if options["data_anchor"] and source == "teacher":
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 2000)
             options["data"] = teacher.sample(TEACHER_ROWS)
+    elif options["data_anchor"]:
+        options["data"] = torch.as_tensor(data.train)
     student = invertible.IAF(data.features, seed=seed, **sizes)
     init_data_scale(student, torch.as_tensor(data.train))
     result = distill(
@@ -201,17 +196,12 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append(
             f"| {r['name']} | {r['seed']} | {r['steps']:,} | {r['kl_train']:.2f} | "
             f"{r['kl_fresh']:.2f} | {r['t_ll_student_median']:.1f} / "
-            f"{r['t_ll_teacher_median']:.1f} ({_ratio(r)}) | {r['mmd_student']:.2e} / "
+            f"{r['t_ll_teacher_median']:.1f} ({r['ratio']:.3f} ± {r['ratio_se']:.3f}) | "
+            f"{r['mmd_student']:.2e} / "
             f"{r['mmd_teacher']:.2e} ({r['mmd_ratio']:.2f}) | {r['student_test_ll']:.1f} "
             f"({r['teacher_test_ll']:.1f}) | {sum(_met(r))}/3 |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _ratio(row: dict[str, Any]) -> str:
-    if "ratio_se" not in row:
-        return f"{row['ratio']:.2f}"
-    return f"{row['ratio']:.3f} ± {row['ratio_se']:.3f}"
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

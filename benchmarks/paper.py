@@ -83,18 +83,19 @@ PAPER_DATASETS: tuple[str, ...] = ("power", "gas", "hepmass", "miniboone", "mnis
 
 
 def build(model: str, dim: int, hidden: Sequence[int], components: int = 10) -> torch.nn.Module:
-    """The flow named ``model`` (a key of :data:`MODELS`) for D = ``dim``."""
+    """The flow named ``model`` (a key of :data:`MODELS`) for D = ``dim``: the paper's
+    models, so without the presets' data-end ActNorm (which also keeps runs saved before
+    it existed resumable)."""
     import invertible
 
     hidden = tuple(hidden)
+    paper = {"hidden_features": hidden, "batch_norm": True, "actnorm": False}
     if model == "maf5":
-        return invertible.MAF(dim, num_layers=5, hidden_features=hidden, batch_norm=True)
+        return invertible.MAF(dim, num_layers=5, **paper)
     if model == "mafmog5":
-        return invertible.MAF(
-            dim, num_layers=5, hidden_features=hidden, batch_norm=True, mog_components=components
-        )
+        return invertible.MAF(dim, num_layers=5, mog_components=components, **paper)
     if model == "realnvp10":
-        return invertible.RealNVP(dim, num_layers=10, hidden_features=hidden, batch_norm=True)
+        return invertible.RealNVP(dim, num_layers=10, **paper)
     if model == "mademog":
         return invertible.MADEMoG(dim, components=components, hidden_features=hidden)
     raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")

@@ -13,6 +13,8 @@ Models (sizes set here, not by the speed configuration of :mod:`benchmarks.adapt
   standard normal base, **no batch norm** for every library (the peers have none).
 - ``coupling``: 10 affine coupling layers with 64 -> 64 MLP conditioners (ReLU), the
   conditioning half alternating, standard normal base, no batch norm.
+- ours, both models: with the presets' default ActNorm next to the data (2D parameters,
+  started by the first training batch).
 - ``invertible-bn`` (extra row, MAF only): our MAF with its defaults (batch norm between
   layers); batch-norm statistics are the running averages of training (no refresh), since
   the loop is the same for everyone.
@@ -352,7 +354,13 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         "",
         f"- MAF: {cfg['maf_layers']} MADE layers D → {' → '.join(map(str, cfg['maf_hidden']))}"
         " → 2D, order reversed between layers, standard normal base, no batch norm "
-        "(`invertible-bn`: ours with its default batch norm between layers, running averages).",
+        "(`invertible-bn`: ours with its default batch norm between layers, running averages)."
+        + (
+            " Ours (both models) with its default ActNorm next to the data, started by the "
+            "first batch."
+            if payload["environment"].get("invertible_actnorm")
+            else ""
+        ),
         f"- coupling: {cfg['coupling_layers']} affine couplings, MLP "
         f"{' × '.join(map(str, cfg['coupling_hidden']))} (ReLU), alternating halves, "
         "no batch norm.",
@@ -491,7 +499,10 @@ def run(args: argparse.Namespace) -> int:
         old = json.loads(json_path.read_text())
         same = {k: v for k, v in old.get("config", {}).items() if k != "seeds"}
         if same == {k: v for k, v in _jsonable(asdict(cfg)).items() if k != "seeds"}:
-            previous = [r for r in old["runs"] if r["seed"] in cfg.seeds]
+            redo = set(args.redo or ())
+            previous = [
+                r for r in old["runs"] if r["seed"] in cfg.seeds and r["library"] not in redo
+            ]
     done = {_key(r) for r in previous}
     dataset_info: dict[str, Any] = {}
     for ds in datasets:
@@ -520,6 +531,7 @@ def run(args: argparse.Namespace) -> int:
             "threads": 1,
             "torch": torch.__version__,
             "jobs": args.jobs,
+            "invertible_actnorm": True,
         },
     }
     try:
@@ -578,6 +590,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--kinds", nargs="*", choices=("maf", "coupling"), default=None)
     parser.add_argument("--jobs", type=int, default=1, help="parallel processes (1 thread each)")
     parser.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    parser.add_argument(
+        "--redo",
+        nargs="*",
+        choices=LIBRARIES,
+        default=None,
+        help="libraries whose runs already in --out are dropped and run again (after a change "
+        "to that library; the others' runs are kept)",
+    )
     parser.add_argument(
         "--data-dir", default=DATA_DIR, help=f"BSDS300 images for bsds300 (default {DATA_DIR})"
     )

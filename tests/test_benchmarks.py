@@ -19,13 +19,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ours_adapter_matches_the_benchmark_architectures() -> None:
     maf = build_invertible("maf", 8)
     assert architecture("maf") == (5, (512, 512))
-    # dense count D*512 + 512*512 + 512*2D weights plus biases, 5 layers (as the peers)
-    assert maf.num_params() == 5 * (8 * 512 + 512 + 512 * 512 + 512 + 512 * 16 + 16)
+    # dense count D*512 + 512*512 + 512*2D weights plus biases, 5 layers (as the peers),
+    # and the data-end ActNorm's shift and log-scale (2D)
+    assert maf.num_params() == 5 * (8 * 512 + 512 + 512 * 512 + 512 + 512 * 16 + 16) + 2 * 8
     assert isinstance(make_optimizer(maf), torch.optim.Adam)
     small = build_invertible("coupling", 6, layers=2, hidden=(16,), batch_norm=True)
     assert small.name == "invertible-bn"
     x = small.sample(5)
     assert small.log_prob(x).shape == (5,)
+
+
+def test_quality_redo_reruns_one_library_and_keeps_the_others(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "benchmarks", "quality", "--quick", "--steps", "3",
+        "--datasets", "moons", "--kinds", "maf", "--libs", "invertible", "--out", str(tmp_path),
+    ]  # fmt: skip
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "0 runs to do (1 already" in again.stdout, again.stdout + again.stderr
+    redo = subprocess.run(
+        [*command, "--redo", "invertible"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "1 runs to do (0 already" in redo.stdout, redo.stdout + redo.stderr
+    runs = json.loads((tmp_path / "quality.json").read_text())["runs"]
+    assert [r["library"] for r in runs] == ["invertible"]
 
 
 def test_speed_harness_quick_run(tmp_path: Path) -> None:

@@ -127,21 +127,44 @@ def test_version_1_checkpoint_keeps_its_data_unit_shift(preset: str, tmp_path: P
     """A format-1 checkpoint was trained with x = z·exp(α) + μ: it must load as that map,
     not as today's default (x = (z + b)·exp(α)), which would silently change its density."""
     torch.manual_seed(0)
-    old = getattr(invertible, preset)(3, hidden_features=(8,), affine_shift="data")
+    before_actnorm = {"actnorm": False} if preset in ("MAF", "RealNVP") else {}
+    old = getattr(invertible, preset)(
+        3, hidden_features=(8,), affine_shift="data", **before_actnorm
+    )
     for p in old.parameters():  # away from the identity start, where both maps agree
         torch.nn.init.normal_(p, std=0.3)
     old.eval()
     invertible.save(old, tmp_path / "c")
     config = json.loads((tmp_path / "c" / "config.json").read_text())["config"]
     del config["affine_shift"]
+    config.pop("actnorm", None)
     _edit_config(tmp_path / "c", format_version=1, config=config)
     x = torch.randn(5, 3)
     loaded = invertible.load(tmp_path / "c")
     assert loaded.config["affine_shift"] == "data"
     torch.testing.assert_close(loaded.log_prob(x), old.log_prob(x))
-    latent = getattr(invertible, preset)(**{**config, "affine_shift": "latent"})
+    latent = getattr(invertible, preset)(**{**config, **before_actnorm, "affine_shift": "latent"})
     latent.load_state_dict(old.state_dict())
     assert not torch.allclose(latent.eval().log_prob(x), old.log_prob(x))
+
+
+@pytest.mark.parametrize("preset", ["MAF", "RealNVP"])
+def test_version_2_checkpoint_loads_without_the_data_end_actnorm(
+    preset: str, tmp_path: Path
+) -> None:
+    """Presets gained a data-end ActNorm (on by default) in format 3: an older checkpoint,
+    whose config does not mention it, must rebuild the model it was saved from."""
+    torch.manual_seed(0)
+    old = getattr(invertible, preset)(3, hidden_features=(8,), actnorm=False).eval()
+    invertible.save(old, tmp_path / "c")
+    config = json.loads((tmp_path / "c" / "config.json").read_text())["config"]
+    del config["actnorm"]
+    _edit_config(tmp_path / "c", format_version=2, config=config)
+    loaded = invertible.load(tmp_path / "c")
+    assert loaded.config["actnorm"] is False
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(loaded.log_prob(x), old.log_prob(x))
+    assert getattr(invertible, preset)(**config).config["actnorm"] is True
 
 
 def test_newer_format_version_refused(tmp_path: Path) -> None:

@@ -189,13 +189,18 @@ def test_closed_form_refusals_name_the_condition():
     gated = invertible.IAF(3, num_layers=1, hidden_features=(8,), gated=True, ordering="natural")
     with pytest.raises(ValueError, match="plain Affine"):
         check_closed_form(teacher, gated)
-    maf_student = invertible.MAF(3, num_layers=1, hidden_features=(8,))
+    maf_student = invertible.MAF(3, num_layers=1, hidden_features=(8,), actnorm=False)
     with pytest.raises(ValueError, match="mode='iaf'"):
         check_closed_form(teacher, maf_student)
     with pytest.raises(ValueError, match=r"single Gaussian|AffineAutoregressive"):
         check_closed_form(_actnorm_gaussian(torch.zeros(3), torch.zeros(3)), gated)
-    one_layer_maf = invertible.MAF(3, num_layers=1, hidden_features=(8,), ordering="natural")
+    one_layer_maf = invertible.MAF(
+        3, num_layers=1, hidden_features=(8,), ordering="natural", actnorm=False
+    )
     check_closed_form(one_layer_maf, make_student(one_layer_maf, 2, (8,)))  # accepted
+    with_actnorm = invertible.MAF(3, num_layers=1, hidden_features=(8,), ordering="natural")
+    with pytest.raises(ValueError, match=r"actnorm=False.*ActNorm"):
+        check_closed_form(with_actnorm, make_student(with_actnorm, 2, (8,)))
     with pytest.raises(ValueError, match="loss"):
         distill(teacher, make_student(teacher, 1, (8,)), steps=1, loss="kl", progress=False)
 

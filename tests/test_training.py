@@ -132,6 +132,7 @@ def test_refresh_batchnorm_gives_full_set_statistics() -> None:
     torch.manual_seed(0)
     flow = build_model("realnvp", 3, size="tiny", seed=0, num_layers=4)
     x = torch.randn(3000, 3) * torch.tensor([1.0, 3.0, 0.5]) + 2
+    flow.train().log_prob(x[:256])  # as after training: the data-end ActNorm has started
     assert refresh_batchnorm(flow, x, batch_size=256, max_rows=None) == 3
     refreshed = {k: v.clone() for k, v in flow.state_dict().items() if "running" in k}
     # reference: one full-batch pass in train mode with momentum 1 (running = batch stats)

@@ -1,6 +1,7 @@
 """Checkpoints: safetensors weights plus a JSON config, written atomically. No pickle anywhere.
 
-Format (``format_version`` 2). A checkpoint is a **directory**::
+Format (``format_version`` 3; versions 1 and 2 are read and upgraded). A checkpoint is a
+**directory**::
 
     CKPT/
       config.json          what to rebuild, and from which data (see below)
@@ -10,7 +11,7 @@ Format (``format_version`` 2). A checkpoint is a **directory**::
 
 ``config.json`` holds::
 
-    {"format": "invertible", "format_version": 2,
+    {"format": "invertible", "format_version": 3,
      "model": "<preset class name in Flow.registry>", "config": flow.config,
      "torch": "<version>", "invertible": "<version>",
      "data": {"name": ..., "features": D, "options": {...}, "preprocessing": ...,
@@ -89,7 +90,7 @@ __all__ = [
 ]
 
 FORMAT = "invertible"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """2: presets with an ``affine_shift`` argument default to ``"latent"``; a version-1
 checkpoint of such a preset is read with ``affine_shift="data"``, the map it was trained
 with (see :func:`read_metadata`)."""
@@ -416,11 +417,17 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` with its config in the current format: version-1 presets shifted in data units."""
+    """``meta`` with its config in the current format.
+
+    Version-1 presets shifted in data units; presets before version 3 had no data-end
+    ActNorm.
+    """
     cls = Flow.registry.get(meta["model"])
-    shifted = cls is not None and "affine_shift" in inspect.signature(cls).parameters
-    if meta["format_version"] < 2 and shifted:
+    parameters = inspect.signature(cls).parameters if cls is not None else {}
+    if meta["format_version"] < 2 and "affine_shift" in parameters:
         meta["config"] = {"affine_shift": "data", **meta["config"]}
+    if meta["format_version"] < 3 and "actnorm" in parameters:
+        meta["config"] = {"actnorm": False, **meta["config"]}
     return meta
 
 

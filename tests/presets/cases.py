@@ -21,12 +21,16 @@ T = 12  # sequence length of the sequence flows
 
 
 def perturbed(flow: inv.Flow, scale: float = 0.1, seed: int = 0) -> inv.Flow:
-    """Add small Gaussian noise to every parameter (the presets start at the identity)."""
+    """Add small Gaussian noise to every parameter (the presets start at the identity) and
+    mark every ActNorm initialised, as training would: the result stands for a trained flow."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in flow.parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
             parameter.add_(scale * noise)
+    for module in flow.modules():
+        if isinstance(module, inv.ActNorm):
+            module.initialized.fill_(True)
     return flow
 
 

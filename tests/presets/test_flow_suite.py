@@ -257,3 +257,24 @@ def test_integral_sample_counts_and_context_dtype(case: str) -> None:
     assert flow.sample(np.int64(3)).shape == (3, *flow.event_shape)
     with pytest.raises(ValueError, match="chunk_size"):
         flow.sample(3, chunk_size=0)
+
+
+@pytest.mark.parametrize("preset", [inv.MAF, inv.RealNVP])
+def test_data_end_actnorm_standardises_the_first_training_batch(preset: type) -> None:
+    """The default ActNorm next to the data starts from the first training batch: the
+    layers behind it see zero-mean, unit-variance inputs; eval mode and ``actnorm=False``
+    leave it out of the picture."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 4) * torch.tensor([0.1, 2.0, 0.5, 10.0]) + torch.tensor([3.0, -1, 0, 5])
+    flow = preset(4, num_layers=2, hidden_features=(16,), batch_norm=False)
+    actnorm = flow.transform.transforms[-1]
+    assert isinstance(actnorm, inv.ActNorm)
+    flow.eval().log_prob(x)  # evaluation never initialises
+    assert not bool(actnorm.initialized)
+    flow.train().log_prob(x)
+    z, ladj = actnorm.inverse(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ladj, -x.std(0).log().sum().expand(256))
+    plain = preset(4, num_layers=2, hidden_features=(16,), batch_norm=False, actnorm=False)
+    assert not any(isinstance(m, inv.ActNorm) for m in plain.modules())

@@ -199,8 +199,8 @@ def check_closed_form(teacher: Flow, student: Flow) -> tuple[nn.Module, list[nn.
     if len(t_members) != 1:
         raise ValueError(
             f"closed-form: the teacher must be a single Gaussian autoregressive layer "
-            f"(GaussianAR, or MAF(num_layers=1, batch_norm=False)); got {len(t_members)} "
-            f"transforms ({', '.join(_describe(t) for t in t_members)})" + instead
+            f"(GaussianAR, or MAF(num_layers=1, batch_norm=False, actnorm=False)); got "
+            f"{len(t_members)} transforms ({', '.join(_describe(t) for t in t_members)})" + instead
         )
     t_layer = t_members[0]
     if not isinstance(t_layer, ar) or t_layer.mode != "maf":

@@ -47,7 +47,7 @@ def make_student(
 
     Every IAF layer gets the same ordering and nothing sits between them, so when the
     teacher is a one-layer Gaussian autoregressive model (``GaussianAR``, or
-    ``MAF(num_layers=1, batch_norm=False)``) the ClariNet closed-form loss applies
+    ``MAF(num_layers=1, batch_norm=False, actnorm=False)``) the ClariNet closed-form loss applies
     (:func:`check_closed_form`). For deeper teachers the student is still a valid IAF for
     ``loss="mc"`` or ``"analytic-entropy"`` (where the reversal between layers of the
     default ``IAF`` preset may train better). A teacher without autoregressive layers gives

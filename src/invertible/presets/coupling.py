@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from invertible.core import Compose, Flow, Transform
 from invertible.distributions import make_base
 from invertible.transforms.coupling import AdditiveCoupling, AffineCoupling
-from invertible.transforms.normalization import BatchNorm, Rescaling
+from invertible.transforms.normalization import ActNorm, BatchNorm, Rescaling
 
 __all__ = ["NICE", "RealNVP"]
 
@@ -87,6 +87,10 @@ class RealNVP(Flow):
         identity_init: start every coupling as the identity map (zero last layers). The
             default ``False`` keeps PyTorch's initialisation of the last layers, which
             trains faster (see :class:`~invertible.AffineCoupling`).
+        actnorm: an :class:`~invertible.ActNorm` layer next to the data, initialised from
+            the first training batch (zero mean, unit variance per feature; Glow's
+            data-dependent start); see :class:`~invertible.MAF` for what it measured.
+            ``False`` gives the paper's model.
 
     Example:
         >>> import torch
@@ -110,6 +114,7 @@ class RealNVP(Flow):
         seed: int = 0,
         affine_shift: str = "latent",
         identity_init: bool = False,
+        actnorm: bool = True,
     ) -> None:
         layers: list[Transform] = []
         for i in range(num_layers):
@@ -128,6 +133,8 @@ class RealNVP(Flow):
                     identity_init=identity_init,
                 )
             )
+        if actnorm:
+            layers.append(ActNorm(features))
         super().__init__(
             Compose(layers), make_base(base, features), context_features=context_features
         )

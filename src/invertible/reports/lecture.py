@@ -66,7 +66,8 @@ def _intro(data: Any, budget_minutes: float) -> str:
     return (
         f"Each model was fit by maximum likelihood (Adam, cosine schedule, early stopping "
         f"on the validation log-likelihood, best weights restored, batch-norm statistics "
-        f"recomputed on the training set; NICE's rescaling initialised from the data scale) "
+        f"recomputed on the training set; NICE's rescaling initialised from the data scale, "
+        f"the ActNorm next to the data of RealNVP and MAF from the first batch) "
         f"within a total wall-clock budget of "
         f"{budget_minutes:g} min on {os.cpu_count()} CPU core(s), "
         f"{torch.get_num_threads()} torch thread(s), load average "

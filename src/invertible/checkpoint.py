@@ -93,7 +93,8 @@ FORMAT = "invertible"
 FORMAT_VERSION = 3
 """2: presets with an ``affine_shift`` argument default to ``"latent"``; a version-1
 checkpoint of such a preset is read with ``affine_shift="data"``, the map it was trained
-with (see :func:`read_metadata`)."""
+with (see :func:`read_metadata`). 3: ``MAF`` and ``RealNVP`` end in a data-end ActNorm
+(``actnorm=True``); an older checkpoint of them is read with ``actnorm=False``."""
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _REQUIRED_KEYS = ("format", "format_version", "model", "config")

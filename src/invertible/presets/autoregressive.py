@@ -352,11 +352,13 @@ class MAF(_MaskAveraging, Flow):
     ``num_layers`` Gaussian autoregressive layers, each with a MADE over its data-side
     input: x_i = u_i·exp(α_i(x_<i)) + μ_i(x_<i). The ordering is reversed between layers
     (``ordering="alternate"``) and, as in the paper, a :class:`~invertible.BatchNorm` flow
-    layer sits between consecutive layers. ``log_prob`` (x → u) is one parallel MADE pass
-    per layer: fast maximum-likelihood training. ``sample`` (u → x) is sequential per
-    layer (incremental: about one network pass in D small steps; set
-    ``layer.sequential = "naive"`` for D full passes). ``mog_components=K`` gives MAF MoG:
-    the base is a :class:`MixtureMADE` (a MADE MoG over the innermost u).
+    layer sits between consecutive layers; an :class:`~invertible.ActNorm` next to the
+    data, started by the first training batch, standardises what the layers see.
+    ``log_prob`` (x → u) is one parallel MADE pass per layer: fast maximum-likelihood
+    training. ``sample`` (u → x) is sequential per layer (incremental: about one network
+    pass in D small steps; set ``layer.sequential = "naive"`` for D full passes).
+    ``mog_components=K`` gives MAF MoG: the base is a :class:`MixtureMADE` (a MADE MoG
+    over the innermost u).
 
     Args:
         features: dimension D.

@@ -65,7 +65,9 @@ class RealNVP(Flow):
 
     Each coupling: x_I2 = (z_I2 + b(z_I1)) ⊙ exp(α(z_I1)); log|det ∂x/∂z| = Σ α. Sampling and
     density are each one parallel pass. With ``batch_norm=True`` a :class:`BatchNorm` flow
-    layer sits between consecutive couplings (as in the RealNVP baselines of the MAF paper).
+    layer sits between consecutive couplings (as in the RealNVP baselines of the MAF paper);
+    an :class:`~invertible.ActNorm` next to the data, started by the first training batch,
+    standardises what the couplings see.
     Dinh, Sohl-Dickstein & Bengio, *Density estimation using Real NVP*, ICLR 2017.
 
     Args:

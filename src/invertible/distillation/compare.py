@@ -142,12 +142,11 @@ def _block_mmds(
     """MMD² of ``blocks`` disjoint blocks of ``rows`` samples against as many ``ref`` rows:
     the mean, its standard error (NaN for one block) and the first block's p-value.
     """
-    values, p_first = [], math.nan
-    for k in range(blocks):
-        block = slice(k * rows, (k + 1) * rows)
-        value, p_value = mmd_test(samples[block], ref[block], bandwidth=bandwidth, seed=seed)
-        values.append(value)
-        p_first = p_value if k == 0 else p_first
-    spread = torch.tensor(values, dtype=torch.float64)
-    se = float(spread.std() / blocks**0.5) if blocks > 1 else math.nan
-    return float(spread.mean()), se, p_first
+    tests = [
+        mmd_test(samples[k * rows : (k + 1) * rows], ref[k * rows : (k + 1) * rows],
+                 bandwidth=bandwidth, seed=seed)
+        for k in range(blocks)
+    ]  # fmt: skip
+    values = torch.tensor([value for value, _ in tests], dtype=torch.float64)
+    se = float(values.std() / blocks**0.5) if blocks > 1 else math.nan
+    return float(values.mean()), se, tests[0][1]

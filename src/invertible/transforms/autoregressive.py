@@ -160,10 +160,10 @@ class AffineAutoregressive(Transform):
         self, values: Tensor, context: Tensor | None, *, inverse: bool
     ) -> tuple[Tensor, Tensor]:
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
+        columns = values.t().contiguous().unbind(0)  # coordinate i: a contiguous [batch]
 
         def step(i: int, params: Tensor) -> tuple[Tensor, Tensor]:
-            out, ladj = step_map(values[:, i : i + 1], params[:, None, :])
-            return out[:, 0], ladj[:, 0]
+            return step_map(columns[i], params)
 
         out, ladjs = self.made.autoregress(
             step, values.shape[0], context, like=values, method=self.sequential

@@ -184,10 +184,10 @@ class WaveNetAutoregressive(Transform):
         self, values: Tensor, context: Tensor | None, *, inverse: bool
     ) -> tuple[Tensor, Tensor]:
         step_map = self.elementwise.inverse if inverse else self.elementwise.forward
+        steps = values.t().contiguous().unbind(0)  # time t: a contiguous [batch]
 
         def step(t: int, params: Tensor) -> tuple[Tensor, Tensor]:
-            out, ladj = step_map(values[:, t : t + 1], params[:, None, :])
-            return out[:, 0], ladj[:, 0]
+            return step_map(steps[t], params)
 
         B, T = values.shape
         out, ladjs = self.net.autoregress(step, B, T, context, like=values, method=self.sequential)

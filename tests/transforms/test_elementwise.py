@@ -40,3 +40,18 @@ def test_conditionals_report_the_effective_shift() -> None:
 def test_unknown_shift_placement_refused() -> None:
     with pytest.raises(ValueError, match="shift: expected 'latent' or 'data'"):
         inv.Affine(shift="before")
+
+
+@pytest.mark.parametrize("bound", [3.0, 0.1, None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_affine_bound_is_exact_and_keeps_the_dtype(bound: float | None, dtype: torch.dtype) -> None:
+    """The bound held as a 0-dim tensor changes neither the value nor the dtype of α."""
+    raw = torch.linspace(-40.0, 40.0, 9, dtype=torch.float64)
+    params = torch.stack([torch.zeros_like(raw), raw], -1).to(dtype)
+    x, alpha = inv.Affine(bound)(torch.ones(9, dtype=dtype), params)
+    assert x.dtype == alpha.dtype == dtype
+    expected = raw if bound is None else bound * torch.tanh(raw / bound)
+    tolerance = {"rtol": 0.0, "atol": 1e-12} if dtype == torch.float64 else {}
+    torch.testing.assert_close(alpha, expected.to(dtype), **tolerance)
+    with pytest.raises(AttributeError):
+        inv.Affine(bound).log_scale_bound = 1.0  # type: ignore[misc]

@@ -13,14 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SHIFTS", "Additive", "Affine", "ElementwiseMap", "Gated", "soft_clamp"]
+__all__ = [
+    "SHIFTS",
+    "Additive",
+    "Affine",
+    "ElementwiseMap",
+    "Gated",
+    "scalar_operand",
+    "soft_clamp",
+]
 
 
-def soft_clamp(values: Tensor, bound: float | None) -> Tensor:
+def soft_clamp(values: Tensor, bound: float | Tensor | None) -> Tensor:
     """Smoothly squash ``values`` into ``(-bound, bound)``: ``bound * tanh(values / bound)``.
 
     Near zero it is the identity (slope 1), so small log-scales are not distorted; large
-    ones saturate instead of overflowing ``exp``. ``bound=None`` leaves values unchanged.
+    ones saturate instead of overflowing ``exp``. ``bound=None`` leaves values unchanged;
+    a 0-dim tensor (see :func:`scalar_operand`) works like a float, only cheaper on small
+    inputs.
 
     Example:
         >>> import torch
@@ -30,6 +40,24 @@ def soft_clamp(values: Tensor, bound: float | None) -> Tensor:
     if bound is None:
         return values
     return bound * (values / bound).tanh()
+
+
+def scalar_operand(value: float | None) -> float | Tensor | None:
+    """``value`` as a float32 0-dim CPU tensor where that holds it exactly, else unchanged.
+
+    Arithmetic with a Python float wraps it into a tensor on every call, which costs as
+    much as the operation itself on the one-coordinate rows of a sequential pass (about
+    2 µs each on a CPU); a 0-dim tensor is used as is, on any device and with any floating
+    dtype (it does not take part in type promotion).
+
+    Example:
+        >>> scalar_operand(5.0), scalar_operand(0.1), scalar_operand(None)
+        (tensor(5.), 0.1, None)
+    """
+    if value is None:
+        return None
+    operand = torch.tensor(float(value), dtype=torch.float32)
+    return operand if float(operand) == value else value
 
 
 class ElementwiseMap(nn.Module):
@@ -111,15 +139,21 @@ class Affine(ElementwiseMap):
         super().__init__()
         if shift not in SHIFTS:
             raise ValueError(f"shift: expected 'latent' or 'data', got {shift!r}")
-        self.log_scale_bound = log_scale_bound
+        self._log_scale_bound = log_scale_bound
+        self._bound = scalar_operand(log_scale_bound)
         self.shift = shift
+
+    @property
+    def log_scale_bound(self) -> float | None:
+        """Bound of |α| (``None``: unbounded); fixed at construction."""
+        return self._log_scale_bound
 
     # Few elementwise kernels (each is a pass over the batch forward and again backward):
     # one ``unbind`` instead of two selects, ``addcmul`` where the shift comes last.
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """X = g(z; params) and the elementwise log|dx/dz| (shape of ``z``)."""
         shift, raw = params.unbind(-1)
-        log_scale = soft_clamp(raw, self.log_scale_bound)
+        log_scale = soft_clamp(raw, self._bound)
         if self.shift == "latent":
             return (z + shift) * log_scale.exp(), log_scale
         return torch.addcmul(shift, z, log_scale.exp()), log_scale
@@ -127,7 +161,7 @@ class Affine(ElementwiseMap):
     def inverse(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Z = g⁻¹(x; params) and the elementwise log|dz/dx| (shape of ``x``)."""
         shift, raw = params.unbind(-1)
-        bound = self.log_scale_bound
+        bound = self._bound
         # -soft_clamp(raw, bound), with the sign folded into the scale factor (one pass less)
         neg_log_scale = -raw if bound is None else (raw / bound).tanh() * -bound
         if self.shift == "latent":

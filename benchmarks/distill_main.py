@@ -10,6 +10,10 @@ finished run is one JSON line in ``<out>/runs.jsonl`` (``--resume`` skips the va
 seed pairs already there); ``<out>/results.json`` (all lines) and ``<out>/table.md``
 (:func:`markdown`: mean ± sd per variant, then every run) are rewritten after each.
 
+Each invocation first writes ``<out>/teacher.json`` (:func:`describe_teacher`: the
+teacher's entropy and the spread of its samples next to the data's, which say how hard a
+target it is for a mode-seeking KL(S‖T)).
+
 Measured per run: the final KL(S‖T) training estimate (mean of its last 50 steps) and a
 fresh Monte-Carlo estimate on 4,000 student samples; the teacher's log-likelihood of 50,000
 student samples against that of 50,000 of its own (median, their ratio and its bootstrap
@@ -43,7 +47,7 @@ from invertible.distillation import distill, distillation_losses, evaluate_stude
 from invertible.distillation.students import init_data_scale
 from invertible.reports.distillation import OPTIONS, STUDENT
 
-__all__ = ["VARIANTS", "add_parser", "main", "markdown", "run_variant"]
+__all__ = ["VARIANTS", "add_parser", "describe_teacher", "main", "markdown", "run_variant"]
 
 DEFAULT_OUT = Path("benchmarks/results/distill-main")
 #: Samples of each model behind the teacher log-likelihood ratio (s.e. near 1.2%).
@@ -210,6 +214,30 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@torch.no_grad()
+def describe_teacher(
+    teacher: invertible.Flow, test: torch.Tensor, n: int = 20_000
+) -> dict[str, float]:
+    """How concentrated ``teacher`` is: entropy and tails from ``n`` of its samples (seed 0).
+
+    ``entropy`` is −mean log T(x) over its own samples; ``sample_sd`` the mean over
+    coordinates of their standard deviation, next to the test rows' ``data_sd`` (a
+    heavy-tailed teacher has ``sample_sd`` well above it); ``test_ll`` the mean
+    log-likelihood of ``test``.
+    """
+    torch.manual_seed(0)
+    x = teacher.eval().sample(n)
+    own = teacher.log_prob(x)
+    return {
+        "entropy": float(-own.mean()),
+        "own_log_prob_median": float(own.median()),
+        "own_log_prob_sd": float(own.std()),
+        "sample_sd": float(x.std(0).mean()),
+        "data_sd": float(test.std(0).mean()),
+        "test_ll": float(teacher.log_prob(test).mean()),
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     """Run every requested variant and seed; append each result and rewrite the table."""
     torch.set_num_threads(args.threads)
@@ -218,6 +246,9 @@ def main(args: argparse.Namespace) -> int:
     runs = out / "runs.jsonl"
     teacher = invertible.load(args.teacher)
     data, _ = load_data(args.dataset, seed=args.data_seed)
+    test = torch.as_tensor(data.test[:5000], dtype=torch.float32)
+    summary = {"teacher": str(args.teacher), **describe_teacher(teacher, test)}
+    (out / "teacher.json").write_text(json.dumps(summary, indent=1) + "\n")
     done = {(r["name"], r["seed"]) for r in _read(runs)} if args.resume else set()
     for seed in args.seeds:
         for name in args.variants:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -217,3 +218,19 @@ def test_distill_main_runs_variants_against_one_teacher_and_resumes(tmp_path: Pa
     assert [r["contrast_source"] for r in rows] == ["data", "data", "teacher"]
     assert all(0 < r["ratio_se"] < 0.1 for r in rows)
     assert "| contrast-5 | 0 |" in (tmp_path / "out" / "table.md").read_text()
+    summary = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    assert summary["teacher"] == str(tmp_path / "teacher")
+    assert 0 < summary["data_sd"] < summary["sample_sd"]  # the fresh teacher is N(0, I)
+
+
+def test_describe_teacher_measures_entropy_and_spread() -> None:
+    """For N(0, I) in 2-D: entropy log(2πe) ≈ 2.838 and unit spread, from samples."""
+    from benchmarks.distill_main import describe_teacher
+
+    import invertible
+
+    flow = invertible.Flow(invertible.ActNorm(2), invertible.StandardNormal(2))
+    summary = describe_teacher(flow, 0.5 * torch.randn(1000, 2))
+    assert summary["entropy"] == pytest.approx(math.log(2 * math.pi * math.e), abs=0.03)
+    assert summary["sample_sd"] == pytest.approx(1.0, abs=0.02)
+    assert summary["data_sd"] == pytest.approx(0.5, abs=0.05)

@@ -168,6 +168,19 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _describe(teacher: dict[str, Any] | None) -> list[str]:
+    """The teacher's summary (:func:`describe_teacher`) as a paragraph, if the run has one."""
+    if not teacher:
+        return []
+    return [
+        f"The teacher: entropy {teacher['entropy']:.1f} nats, test log-likelihood "
+        f"{teacher['test_ll']:.2f}, median log-likelihood of its own samples "
+        f"{teacher['own_log_prob_median']:.1f}; per-coordinate sd of its samples "
+        f"{teacher['sample_sd']:.3f} against the data's {teacher['data_sd']:.3f}.",
+        "",
+    ]
+
+
 def _met(row: dict[str, Any]) -> list[bool]:
     """The issue's three targets: KL ≤ 3 nats, ratio within 5%, MMD² ≤ 1.2× the teacher's."""
     return [row["kl_fresh"] <= 3.0, abs(row["ratio"] - 1) <= 0.05, row["mmd_ratio"] <= 1.2]
@@ -178,7 +191,7 @@ def markdown(payload: dict[str, Any]) -> str:
     rows = payload["runs"]
     first = rows[0] if rows else {}
     lines = [
-        "# Distillation variants against one teacher",
+        f"# Distillation variants against one teacher (`{first.get('teacher', '?')}`)",
         "",
         f"Teacher `{first.get('teacher', '?')}` (a main-job MAF on `patches`, D = 63); "
         f"each run trains the main job's student for {first.get('seconds', 0):g} s on "
@@ -189,6 +202,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "ratio within 5%, MMD² ratio ≤ 1.2. Command: `python -m benchmarks distill-main "
         "--teacher runs/lecture/maf/model --variants ... --seeds 0 1 2`.",
         "",
+        *_describe(payload.get("teacher")),
         *_summary(rows),
         "",
         "| variant | seed | steps | KL train | KL fresh | teacher LL of samples, median: "
@@ -249,6 +263,12 @@ def main(args: argparse.Namespace) -> int:
     test = torch.as_tensor(data.test[:5000], dtype=torch.float32)
     summary = {"teacher": str(args.teacher), **describe_teacher(teacher, test)}
     (out / "teacher.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    def write() -> None:
+        payload = {"teacher": summary, "runs": _read(runs)}
+        (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (out / "table.md").write_text(markdown(payload))
+
     done = {(r["name"], r["seed"]) for r in _read(runs)} if args.resume else set()
     for seed in args.seeds:
         for name in args.variants:
@@ -260,9 +280,8 @@ def main(args: argparse.Namespace) -> int:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: row[k] for k in ("name", "seed", "steps", "kl_fresh",
                                                   "ratio", "mmd_ratio")}), flush=True)  # fmt: skip
-            payload = {"runs": _read(runs)}
-            (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
-            (out / "table.md").write_text(markdown(payload))
+            write()
+    write()
     return 0
 
 

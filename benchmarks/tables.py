@@ -111,6 +111,7 @@ SECTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("paper/long.json", paper_long.markdown),
     ("distill/results.json", distill.markdown),
     ("distill-main/results.json", distill_main.markdown),
+    ("distill-main-actnorm/results.json", distill_main.markdown),
     ("images/summary.json", _images),
     ("audio/results.json", audio.markdown),
     ("speech/results.json", audio.speech_markdown),

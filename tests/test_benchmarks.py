@@ -221,6 +221,12 @@ def test_distill_main_runs_variants_against_one_teacher_and_resumes(tmp_path: Pa
     summary = json.loads((tmp_path / "out" / "teacher.json").read_text())
     assert summary["teacher"] == str(tmp_path / "teacher")
     assert 0 < summary["data_sd"] < summary["sample_sd"]  # the fresh teacher is N(0, I)
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["teacher"] == summary
+    assert (
+        f"against the data's {summary['data_sd']:.3f}"
+        in (tmp_path / "out" / "table.md").read_text()
+    )
 
 
 def test_describe_teacher_measures_entropy_and_spread() -> None:

@@ -22,10 +22,10 @@ data-end ActNorm: KL 1.97, ratio 0.99 ± 0.02, MMD² 0.91 times the teacher's. A
 main job's current teacher (with the ActNorm; more concentrated, lighter tails) weight 2
 is the best (3 seeds each): KL 2.43 against 2.51, ratio 1.01 ± 0.01 against 0.97 ± 0.02,
 MMD² 0.84 against 0.91 times the teacher's. Larger weights pull the student towards the
-data's contrast and away from the teacher's (ratio 0.94 at weight 5). The exact data likelihood (the
-student's sequential inverse) would cost most of the steps. ``"analytic-entropy"`` has the
-gradient of ``"mc"`` but a steadier KL figure; a learning rate of 3e-3 with a 100-step
-warm-up beat 1e-3.
+data's contrast and away from the teacher's (ratio 0.94 at weight 5). The exact data
+likelihood (the student's sequential inverse) would cost most of the steps.
+``"analytic-entropy"`` has the gradient of ``"mc"`` but a steadier KL figure; a learning
+rate of 3e-3 with a 100-step warm-up beat 1e-3.
 """
 
 from __future__ import annotations
